@@ -1,0 +1,86 @@
+"""``seg-perception``: one entry point, one subcommand per job.
+
+Subcommands live in their own modules and are imported only when chosen, so
+``seg-perception demo`` on a vehicle never imports torch. Each module provides
+``configure_parser(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+from . import __version__
+
+# name -> (module, one-line help)
+COMMANDS = {
+    'models': ('seg_perception.commands.models', 'list architectures with parameter counts'),
+    'export': ('seg_perception.export', 'export a checkpoint to the deployable ONNX graph'),
+    'train': ('seg_perception.training', 'train a model from a config file'),
+    'evaluate': ('seg_perception.evaluate', 'evaluate a checkpoint or ONNX model on a dataset'),
+    'class-weights': ('seg_perception.class_weights',
+                      'compute class weights from training labels'),
+    'quantize': ('seg_perception.runtime.quantize', 'INT8 post-training quantisation (QDQ)'),
+    'build-engine': ('seg_perception.runtime.tensorrt', 'build a TensorRT engine from ONNX'),
+    'bench': ('seg_perception.bench', 'benchmark the inference pipeline'),
+    'bag-eval': ('seg_perception.bags', 'run a recorded bag through the pipeline'),
+    'demo': ('seg_perception.demo', 'run the bundled sample bag through the default model'),
+}
+
+
+class CommandError(Exception):
+    """An error the user can fix; printed as one line, exit status 2."""
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='seg-perception',
+        description='Camera semantic segmentation for autonomous vehicles.')
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    # Split "[global options] COMMAND [command options]" ourselves, so that only the
+    # chosen command's module is imported.
+    index = next((i for i, a in enumerate(argv) if a in COMMANDS), None)
+    if index is None:
+        args = top.parse_args(argv)
+        top.print_help()
+        return 0 if not argv else 2
+    global_args = top.parse_args(argv[:index])
+    name = argv[index]
+    module_name, help_text = COMMANDS[name]
+    logging.basicConfig(level=logging.DEBUG if global_args.verbose else logging.INFO,
+                        format='%(levelname)s %(name)s: %(message)s')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f'seg-perception {name}: needs a package that is not installed: {exc}. '
+              'Install the extra it belongs to, e.g. pip install "seg_perception[train]".',
+              file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f'seg-perception {name}', description=help_text)
+    module.configure_parser(parser)
+    args = parser.parse_args(argv[index + 1:])
+    try:
+        return int(module.run(args) or 0)
+    except (CommandError, FileNotFoundError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f'seg-perception {name}: error: {message}', file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f'seg-perception {name}: interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

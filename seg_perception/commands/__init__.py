@@ -1,0 +1,1 @@
+"""Small subcommands that have no module of their own."""

@@ -1,0 +1,1 @@
+"""Datasets in their official on-disk layouts, and the paired transforms."""

@@ -1,0 +1,167 @@
+"""What a consumer needs to know about a model, and the one loader that reads it.
+
+The same description travels in three places: the training config's output, the
+checkpoint (``checkpoint['model_info']``) and the exported ONNX file (its
+``metadata_props``, one JSON string per key, prefixed ``seg_perception.``).
+This module imports neither torch nor onnxruntime at import time, so the
+vehicle path can use it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .labels import LabelSpace
+
+METADATA_PREFIX = 'seg_perception.'
+FORMAT_VERSION = 1
+
+# Inputs are normalised as the backbone's pretrained weights expect. The official
+# EfficientNet-Lite0 weights want mean = std = 0.5 (timm's pretrained_cfg).
+LITE0_MEAN = (0.5, 0.5, 0.5)
+LITE0_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ModelInfoError(ValueError):
+    """A model file or checkpoint does not carry a usable description."""
+
+
+@dataclass
+class ModelInfo:
+    """Architecture, label space and preprocessing of one trained model."""
+
+    architecture: str
+    num_classes: int
+    class_names: List[str]
+    palette: List[List[int]]
+    drivable_ids: List[int]
+    input_size: Tuple[int, int]            # network input (height, width)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN   # on the 0..1 scale, RGB
+    std: Tuple[float, float, float] = IMAGENET_STD
+    arch_config: Dict = field(default_factory=dict)    # kwargs of build_model()
+    dataset: str = ''
+    label_space: str = ''
+    ignore_index: int = 255
+    # Filled in by export: what the ONNX graph outputs and at which resolution.
+    outputs: List[str] = field(default_factory=lambda: ['labels'])
+    output_resolution: str = 'camera'      # 'camera' or 'network'
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        self.input_size = tuple(int(v) for v in self.input_size)
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        self.validate()
+
+    # -- checks --------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ModelInfoError naming the first inconsistent field."""
+        if self.num_classes < 2:
+            raise ModelInfoError(f'num_classes must be at least 2, got {self.num_classes}')
+        if self.num_classes > 255:
+            raise ModelInfoError('num_classes must fit a uint8 class id (<= 255)')
+        if len(self.class_names) != self.num_classes:
+            raise ModelInfoError(f'{len(self.class_names)} class names for '
+                                 f'{self.num_classes} classes')
+        if len(self.palette) != self.num_classes or any(len(c) != 3 for c in self.palette):
+            raise ModelInfoError('palette must hold one RGB triple per class')
+        if any(not 0 <= i < self.num_classes for i in self.drivable_ids):
+            raise ModelInfoError(f'drivable ids {self.drivable_ids} out of range')
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ModelInfoError(f'input_size must be (height, width), got {self.input_size}')
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ModelInfoError('mean and std must be 3 values each, std > 0')
+        if self.output_resolution not in ('camera', 'network'):
+            raise ModelInfoError(f'output_resolution must be camera or network, '
+                                 f'got {self.output_resolution!r}')
+
+    # -- construction --------------------------------------------------------
+    @classmethod
+    def from_label_space(cls, architecture: str, space: LabelSpace,
+                         input_size: Sequence[int], **kwargs) -> 'ModelInfo':
+        return cls(architecture=architecture, num_classes=space.num_classes,
+                   class_names=list(space.class_names),
+                   palette=[list(c) for c in space.palette],
+                   drivable_ids=list(space.drivable_ids), input_size=tuple(input_size),
+                   label_space=space.name, ignore_index=space.ignore_index, **kwargs)
+
+    def label_space_obj(self) -> LabelSpace:
+        """The label space this model predicts, rebuilt from the metadata."""
+        return LabelSpace(self.label_space or self.architecture, tuple(self.class_names),
+                          tuple(tuple(c) for c in self.palette), tuple(self.drivable_ids),
+                          self.ignore_index if self.ignore_index >= self.num_classes else 255)
+
+    # -- (de)serialisation ---------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['input_size'] = list(self.input_size)
+        d['mean'] = list(self.mean)
+        d['std'] = list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'ModelInfo':
+        required = ('architecture', 'num_classes', 'class_names', 'palette',
+                    'drivable_ids', 'input_size')
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ModelInfoError(f'model description lacks {", ".join(missing)}')
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_metadata(self) -> Dict[str, str]:
+        """ONNX metadata_props: one JSON value per key."""
+        return {METADATA_PREFIX + k: json.dumps(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_metadata(cls, props: Dict[str, str], source: str = 'model') -> 'ModelInfo':
+        values = {}
+        for key, raw in props.items():
+            if key.startswith(METADATA_PREFIX):
+                try:
+                    values[key[len(METADATA_PREFIX):]] = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ModelInfoError(f'{source}: metadata {key} is not JSON: {exc}') from None
+        if not values:
+            raise ModelInfoError(
+                f'{source} carries no seg_perception metadata (class names, palette, '
+                'input size); export it with `seg-perception export`')
+        try:
+            return cls.from_dict(values)
+        except ModelInfoError as exc:
+            raise ModelInfoError(f'{source}: {exc}') from None
+
+
+def read_onnx_metadata(path: str) -> Dict[str, str]:
+    """Read an ONNX file's metadata_props without building an inference session."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'model file not found: {path}')
+    try:
+        import onnx
+    except ImportError:      # onnxruntime alone is enough, only slower to open
+        import onnxruntime as ort
+        try:
+            sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise ModelInfoError(f'{path} is not a readable ONNX model: {exc}') from None
+        return dict(sess.get_modelmeta().custom_metadata_map)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+        raise ModelInfoError(f'{path} is not a readable ONNX model: {exc}') from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def load_model_info(path: str) -> ModelInfo:
+    """The one loader: the ModelInfo of an exported ONNX model."""
+    return ModelInfo.from_metadata(read_onnx_metadata(path), source=str(path))
+
+
+def default_model_path() -> Optional[str]:
+    """The ONNX model shipped with the package, or None when this install has none."""
+    path = os.path.join(os.path.dirname(__file__), 'assets', 'default_model.onnx')
+    return path if os.path.isfile(path) else None

@@ -1,0 +1,1 @@
+"""The inference runtime: backends, the pipeline and drivable-area post-processing."""
