@@ -97,3 +97,11 @@ def test_cli_lists_every_subcommand_without_importing_torch():
     assert out.returncode == 0
     for name in ('models', 'export', 'train', 'evaluate', 'bench', 'bag-eval', 'demo'):
         assert name in out.stdout
+
+
+def test_ci_runs_the_test_command_written_in_readme():
+    readme = (ROOT / 'README.md').read_text()
+    section = readme.split('Run the tests', 1)[1]
+    command = section.split('```bash\n', 1)[1].split('\n```', 1)[0].strip()
+    assert 'pytest' in command
+    assert command in (ROOT / '.ci' / 'run').read_text()
