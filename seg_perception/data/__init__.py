@@ -1,1 +1,127 @@
-"""Datasets in their official on-disk layouts, and the paired transforms."""
+"""Datasets in their official on-disk layouts, and the paired transforms.
+
+The ``data:`` section of a training config is a dict with these keys:
+
+``dataset`` (required)
+    ``camvid`` (SegNet layout), ``cityscapes`` (gtFine), ``bdd100k`` (10K semantic
+    segmentation), ``bdd100k_drivable`` (100K drivable area), ``apolloscape`` (scene
+    parsing, read into the Cityscapes-19 classes) or ``folder`` (images + masks).
+``root`` (required)
+    The dataset folder, as unpacked from the official download (``~`` expanded).
+``train_split`` / ``val_split``
+    Split names on disk (defaults ``train`` / ``val``). ``build_dataset(cfg, 'train')``
+    reads ``train_split``; any other split name is used as given.
+``drivable_classes``
+    Optional list of class names or ids that count as drivable (replaces the label
+    space's default, e.g. ``[road, sidewalk]``).
+``skip_corrupt``
+    ``false`` (default): an unreadable image or label raises an error naming it.
+    ``true``: it is skipped, logged with a running count, and another sample is served.
+``label_space`` (``folder`` only, required there)
+    A registered label-space name (``camvid``, ``cityscapes``, ...) or a dict in the
+    form of ``LabelSpace.to_dict()``.
+``image_dir`` / ``mask_dir`` / ``mask_suffix`` / ``id_map`` (``folder`` only)
+    Sub-folder names (defaults ``images`` / ``masks``), a suffix on mask stems such as
+    ``_mask``, and an optional {raw value: class id} translation.
+``records`` (``apolloscape`` only)
+    {split: [``road02_ins/Record001``, ...]}; see :mod:`.apolloscape` for the default split.
+``eval_resize``
+    Optional ``[H, W]``: the evaluation transform resizes image and mask to this size.
+``augment``
+    The training augmentation, each step optional (absent or 0 = off)::
+
+        scale: [0.5, 2.0]        # random rescale factor range (image bilinear, mask nearest)
+        crop: [360, 480]         # random crop H, W; smaller images are padded first
+        pad_image: mean          # image padding colour: "mean" (0 after normalising) or "zero"
+        hflip: 0.5               # horizontal flip probability
+        color_jitter: {brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.0}
+        elastic: {alpha: 0, sigma: 0}   # elastic deformation (U-Net), alpha in pixels
+
+    Masks are padded with the label space's ignore id and always resampled nearest.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..labels import CAMVID, CITYSCAPES, BDD100K_DRIVABLE, LabelSpace, get_label_space
+from .common import (CorruptFileError, DatasetError, LabelValueError, MissingDataError,
+                     SegmentationDataset)
+
+__all__ = ['build_dataset', 'build_transforms', 'label_space_for_config', 'DATASETS',
+           'SegmentationDataset', 'DatasetError', 'MissingDataError', 'LabelValueError',
+           'CorruptFileError']
+
+# dataset name → (module, class name, base label space or None when set by the config)
+DATASETS = {
+    'camvid': ('camvid', 'CamVidDataset', CAMVID),
+    'cityscapes': ('cityscapes', 'CityscapesDataset', CITYSCAPES),
+    'bdd100k': ('bdd100k', 'BDD100KSemSegDataset', CITYSCAPES),
+    'bdd100k_drivable': ('bdd100k', 'BDD100KDrivableDataset', BDD100K_DRIVABLE),
+    'apolloscape': ('apolloscape', 'ApolloScapeDataset', CITYSCAPES),
+    'folder': ('folder', 'FolderDataset', None),
+}
+_FOLDER_KEYS = ('image_dir', 'mask_dir', 'mask_suffix', 'id_map')
+
+
+def _dataset_name(cfg: dict) -> str:
+    if not isinstance(cfg, dict) or 'dataset' not in cfg:
+        raise ValueError('data config needs a "dataset" key; one of: ' + ', '.join(DATASETS))
+    name = str(cfg['dataset']).lower()
+    if name not in DATASETS:
+        raise ValueError(f'unknown dataset {cfg["dataset"]!r}; known: {", ".join(DATASETS)}')
+    return name
+
+
+def label_space_for_config(cfg: dict) -> LabelSpace:
+    """The label space a data config yields (with ``drivable_classes`` applied); no disk access."""
+    name = _dataset_name(cfg)
+    space = DATASETS[name][2]
+    if space is None:
+        given = cfg.get('label_space')
+        if given is None:
+            raise ValueError('dataset "folder" needs a "label_space" (a name such as camvid, '
+                             'or a dict with name, class_names, palette, drivable_ids, '
+                             'ignore_index)')
+        space = get_label_space(given) if isinstance(given, str) else LabelSpace.from_dict(given)
+    if cfg.get('drivable_classes') is not None:
+        space = space.with_drivable(cfg['drivable_classes'])
+    return space
+
+
+def resolve_split(cfg: dict, split: str) -> str:
+    """Map a role (``train``/``val``) to the split name configured for it."""
+    key = f'{split}_split'
+    return str(cfg[key]) if cfg.get(key) is not None else split
+
+
+def build_dataset(cfg: dict, split: str, transform=None) -> SegmentationDataset:
+    """Build the dataset described by a ``data:`` config for ``split``.
+
+    ``split`` is a role (``train``/``val``, looked up in ``train_split``/``val_split``)
+    or a split name on disk. Without ``transform`` samples are (float 0..1 image,
+    int64 mask), not normalised; pass ``build_transforms(...)`` for training.
+    """
+    import importlib
+
+    name = _dataset_name(cfg)
+    if not cfg.get('root'):
+        raise ValueError(f'data config for {name!r} needs a "root" folder')
+    module_name, class_name, _ = DATASETS[name]
+    cls = getattr(importlib.import_module(f'{__name__}.{module_name}'), class_name)
+    kwargs = dict(split=resolve_split(cfg, split), transform=transform,
+                  skip_corrupt=bool(cfg.get('skip_corrupt', False)),
+                  label_space=label_space_for_config(cfg))
+    if name == 'folder':
+        kwargs.update({k: cfg[k] for k in _FOLDER_KEYS if cfg.get(k) is not None})
+    if name == 'apolloscape' and cfg.get('records'):
+        kwargs['records'] = cfg['records']
+    return cls(cfg['root'], **kwargs)
+
+
+def build_transforms(cfg: dict, train: bool, mean, std, ignore_index: Optional[int] = None):
+    """The paired (image, mask) transform of a ``data:`` config; see :mod:`.transforms`."""
+    from .transforms import build_transforms as _build
+
+    if ignore_index is None:
+        ignore_index = label_space_for_config(cfg).ignore_index
+    return _build(cfg, train, mean, std, ignore_index=ignore_index)

@@ -1,0 +1,152 @@
+"""Paired image + mask transforms built on ``torchvision.transforms.v2``.
+
+The image travels as a ``tv_tensors.Image`` (uint8 3×H×W) and the mask as a
+``tv_tensors.Mask`` (uint8 1×H×W), so every geometric step moves both the same way
+and the mask is always resampled nearest (never blended into a non-existent class);
+photometric steps touch the image only. The last step returns plain tensors: the
+image float32 3×H×W normalised with (mean, std) on the 0..1 scale, the mask int64 H×W.
+
+Training order: random scale → random crop (padding the mask with the ignore id
+and the image with the mean colour or 0) → horizontal flip → colour jitter →
+elastic deformation (Ronneberger et al., U-Net, 2015) → to tensor + normalise.
+Every step comes from the ``augment`` section of the data config (see
+:mod:`seg_perception.data`); evaluation is to tensor + normalise, optionally resized.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+AUGMENT_KEYS = ('scale', 'crop', 'pad_image', 'hflip', 'color_jitter', 'elastic')
+JITTER_KEYS = ('brightness', 'contrast', 'saturation', 'hue')
+
+
+class ToTvTensors:
+    """(H×W×3 uint8 array, H×W array) → (tv_tensors.Image, tv_tensors.Mask 1×H×W uint8)."""
+
+    def __call__(self, image, mask):
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        mask_t = torch.from_numpy(np.ascontiguousarray(mask).astype(np.uint8))[None]
+        return tv_tensors.Image(image_t), tv_tensors.Mask(mask_t)
+
+
+class RandomScale:
+    """Rescale image and mask by one factor drawn uniformly from ``[low, high]``."""
+
+    def __init__(self, low: float, high: float):
+        if not 0 < low <= high:
+            raise ValueError(f'augment.scale: need 0 < low <= high, got [{low}, {high}]')
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, image, mask):
+        factor = self.low + (self.high - self.low) * float(torch.rand(()))
+        height, width = image.shape[-2:]
+        size = [max(1, round(height * factor)), max(1, round(width * factor))]
+        # F.resize dispatches on the tv_tensor type: bilinear for Image, nearest for Mask
+        return F.resize(image, size, antialias=True), F.resize(mask, size)
+
+
+class Resize:
+    """Resize image (bilinear) and mask (nearest) to a fixed (H, W)."""
+
+    def __init__(self, size: Sequence[int]):
+        self.size = [int(size[0]), int(size[1])]
+
+    def __call__(self, image, mask):
+        return F.resize(image, self.size, antialias=True), F.resize(mask, self.size)
+
+
+class ToModelInput:
+    """Image → float32 normalised 3×H×W tensor; mask → int64 H×W tensor (plain tensors)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor([float(m) for m in mean]).view(3, 1, 1)
+        self.std = torch.tensor([float(s) for s in std]).view(3, 1, 1)
+        if self.mean.numel() != 3 or self.std.numel() != 3 or (self.std <= 0).any():
+            raise ValueError(f'mean/std: need 3 values each, std > 0; got {mean}, {std}')
+
+    def __call__(self, image, mask):
+        image = image.as_subclass(torch.Tensor).float().div_(255)
+        image = (image - self.mean) / self.std
+        return image.contiguous(), mask.as_subclass(torch.Tensor)[0].long()
+
+
+def _pair(value, key: str) -> Tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    raise ValueError(f'{key}: expected a number or [a, b], got {value!r}')
+
+
+def _check_keys(section: dict, allowed, where: str) -> None:
+    if not isinstance(section, dict):
+        raise ValueError(f'{where}: expected a mapping, got {section!r}')
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise ValueError(f'{where}: unknown keys {unknown}; allowed: {", ".join(allowed)}')
+
+
+def _image_fill(pad_image: str, mean: Sequence[float]):
+    if pad_image == 'mean':
+        return [int(round(255 * float(m))) for m in mean]
+    if pad_image in ('zero', 0, '0'):
+        return 0
+    raise ValueError(f'augment.pad_image: "mean" or "zero", got {pad_image!r}')
+
+
+def train_steps(augment: dict, mean, ignore_index: int) -> list:
+    """The geometric and photometric steps of the ``augment`` config section, in order."""
+    _check_keys(augment, AUGMENT_KEYS, 'augment')
+    steps = []
+    if augment.get('scale'):
+        steps.append(RandomScale(*_pair(augment['scale'], 'augment.scale')))
+    fill = {tv_tensors.Image: _image_fill(augment.get('pad_image', 'mean'), mean),
+            tv_tensors.Mask: int(ignore_index)}
+    if augment.get('crop'):
+        height, width = (int(v) for v in _pair(augment['crop'], 'augment.crop'))
+        if height <= 0 or width <= 0:
+            raise ValueError(f'augment.crop: need positive [H, W], got {augment["crop"]!r}')
+        steps.append(v2.RandomCrop((height, width), pad_if_needed=True, fill=fill))
+    flip = float(augment.get('hflip') or 0)
+    if not 0 <= flip <= 1:
+        raise ValueError(f'augment.hflip: a probability in 0..1, got {flip}')
+    if flip > 0:
+        steps.append(v2.RandomHorizontalFlip(p=flip))
+    jitter = augment.get('color_jitter') or {}
+    _check_keys(jitter, JITTER_KEYS, 'augment.color_jitter')
+    jitter = {k: float(v) for k, v in jitter.items() if v}
+    if jitter:
+        steps.append(v2.ColorJitter(**jitter))
+    elastic = augment.get('elastic') or {}
+    _check_keys(elastic, ('alpha', 'sigma'), 'augment.elastic')
+    alpha, sigma = float(elastic.get('alpha') or 0), float(elastic.get('sigma') or 0)
+    if alpha > 0:
+        if sigma <= 0:
+            raise ValueError(f'augment.elastic: alpha {alpha} needs sigma > 0 (the '
+                             'smoothing of the displacement field, in pixels)')
+        steps.append(v2.ElasticTransform(alpha=alpha, sigma=sigma, fill=fill))
+    return steps
+
+
+def build_transforms(cfg: dict, train: bool, mean, std, ignore_index: int = 255,
+                     eval_resize: Optional[Sequence[int]] = None) -> v2.Compose:
+    """A callable ``(image H×W×3 uint8, mask H×W) -> (float32 3×H×W, int64 H×W)``.
+
+    ``cfg`` is the ``data:`` config (its ``augment`` and ``eval_resize`` keys are used);
+    ``mean``/``std`` are the model's normalisation on the 0..1 scale.
+    """
+    steps = [ToTvTensors()]
+    if train:
+        steps += train_steps(cfg.get('augment') or {}, mean, ignore_index)
+    else:
+        size = eval_resize if eval_resize is not None else cfg.get('eval_resize')
+        if size:
+            steps.append(Resize(_pair(size, 'eval_resize')))
+    steps.append(ToModelInput(mean, std))
+    return v2.Compose(steps)
