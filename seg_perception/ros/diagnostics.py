@@ -1,0 +1,127 @@
+"""Per-camera counters for /diagnostics, and the rule that turns them into a level.
+
+No rclpy here: the node copies :meth:`CameraStats.snapshot` and :func:`health`
+into diagnostic_updater's status. Rates use a monotonic clock (wall time passes
+even when sim time is paused); latencies are measured by the caller against the
+node's clock (header stamp to publish), so they follow ``use_sim_time``.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+OK, WARN, ERROR = 0, 1, 2
+LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR'}
+
+
+class CameraStats:
+    """Input/output events, drops by reason and recent latencies of one camera (thread-safe)."""
+
+    def __init__(self, window_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
+                 latency_samples: int = 512):
+        self.window_s = float(window_s)
+        self._clock = clock
+        self._started = clock()
+        self._lock = threading.Lock()
+        # Bounded: at most this many events per window are counted (>= 400 Hz at 5 s).
+        self._inputs: collections.deque = collections.deque(maxlen=2048)
+        self._outputs: collections.deque = collections.deque(maxlen=2048)
+        self._latencies_ms: collections.deque = collections.deque(maxlen=latency_samples)
+        self._overhead_ms: collections.deque = collections.deque(maxlen=latency_samples)
+        self.received = 0
+        self.published = 0
+        self.dropped: Dict[str, int] = collections.Counter()
+
+    def record_input(self) -> None:
+        with self._lock:
+            self.received += 1
+            self._inputs.append(self._clock())
+
+    def record_output(self, latency_ms: Optional[float],
+                      overhead_ms: Optional[float] = None) -> None:
+        """A published result, ``latency_ms`` after its header stamp (None: unstamped)."""
+        with self._lock:
+            self.published += 1
+            self._outputs.append(self._clock())
+            if latency_ms is not None:
+                self._latencies_ms.append(float(latency_ms))
+            if overhead_ms is not None:
+                self._overhead_ms.append(float(overhead_ms))
+
+    def record_drop(self, reason: str) -> None:
+        with self._lock:
+            self.dropped[reason] += 1
+
+    def _rate(self, events, now: float) -> float:
+        span = min(self.window_s, now - self._started)
+        if span <= 0:
+            return 0.0
+        return sum(1 for t in events if t >= now - self.window_s) / span
+
+    def snapshot(self) -> dict:
+        """Counters, rates (Hz) and latency percentiles (ms; None without samples)."""
+        with self._lock:
+            now = self._clock()
+            latencies = np.asarray(self._latencies_ms, dtype=float)
+            overhead = np.asarray(self._overhead_ms, dtype=float)
+            return {
+                'received': self.received,
+                'published': self.published,
+                'dropped': dict(self.dropped),
+                'input_rate_hz': self._rate(self._inputs, now),
+                'output_rate_hz': self._rate(self._outputs, now),
+                'latency_p50_ms': float(np.percentile(latencies, 50)) if latencies.size else None,
+                'latency_p95_ms': float(np.percentile(latencies, 95)) if latencies.size else None,
+                'node_overhead_p50_ms':
+                    float(np.percentile(overhead, 50)) if overhead.size else None,
+            }
+
+
+def health(snapshot: dict, min_rate_hz: float, latency_budget_ms: float) -> Tuple[int, str]:
+    """(level, message) of one camera.
+
+    ERROR: nothing published in the window although a minimum rate is set, or the
+    median latency over budget. WARN: output rate below the minimum, or the p95
+    latency over budget. Problems are listed together, worst level wins.
+    """
+    problems: List[Tuple[int, str]] = []
+    out_rate, in_rate = snapshot['output_rate_hz'], snapshot['input_rate_hz']
+    if min_rate_hz > 0:
+        if out_rate == 0:
+            problems.append((ERROR, 'no images received' if in_rate == 0
+                             else f'nothing published (input {in_rate:.1f} Hz)'))
+        elif out_rate < min_rate_hz:
+            problems.append((WARN, f'output rate {out_rate:.1f} Hz below minimum '
+                                   f'{min_rate_hz:g} Hz'))
+    p50, p95 = snapshot['latency_p50_ms'], snapshot['latency_p95_ms']
+    if p50 is not None and p50 > latency_budget_ms:
+        problems.append((ERROR, f'median latency {p50:.0f} ms over budget '
+                                f'{latency_budget_ms:g} ms'))
+    elif p95 is not None and p95 > latency_budget_ms:
+        problems.append((WARN, f'p95 latency {p95:.0f} ms over budget {latency_budget_ms:g} ms'))
+    if not problems:
+        return OK, f'{out_rate:.1f} Hz'
+    return max(level for level, _ in problems), '; '.join(text for _, text in problems)
+
+
+def key_values(snapshot: dict, extra: Optional[Dict[str, str]] = None) -> List[Tuple[str, str]]:
+    """(key, value) strings for a DiagnosticStatus, dropped frames listed per reason."""
+    def fmt(value):
+        return 'n/a' if value is None else f'{value:.1f}'
+
+    pairs = [('input_rate_hz', fmt(snapshot['input_rate_hz'])),
+             ('output_rate_hz', fmt(snapshot['output_rate_hz'])),
+             ('received', str(snapshot['received'])),
+             ('published', str(snapshot['published'])),
+             ('dropped', str(sum(snapshot['dropped'].values())))]
+    pairs += [(f'dropped.{reason}', str(count))
+              for reason, count in sorted(snapshot['dropped'].items())]
+    pairs += [('latency_p50_ms', fmt(snapshot['latency_p50_ms'])),
+              ('latency_p95_ms', fmt(snapshot['latency_p95_ms'])),
+              ('node_overhead_p50_ms', fmt(snapshot['node_overhead_p50_ms']))]
+    pairs += sorted((extra or {}).items())
+    return pairs

@@ -1,0 +1,269 @@
+"""segmentation_node: camera images in, class ids and drivable-area masks out.
+
+Per camera (topics relative to the node namespace, remappable):
+``<camera>/segmentation/labels`` (mono8 class ids), ``.../drivable_mask`` (mono8,
+255 = drivable), optionally ``.../color`` (rgb8) and ``.../confidence`` (mono8),
+and ``.../camera_info`` when a CameraInfo topic is configured; every output
+carries its input image's header. The class map is published once on the latched
+``segmentation/label_info`` (vision_msgs/LabelInfo) and mirrored in the read-only
+parameters ``class_map.*``. Health per camera goes to /diagnostics.
+
+Callbacks only keep the newest message per camera; one worker thread decodes,
+segments (all cameras as one batch) and publishes (see worker.py). Parameters
+are described in params.py and config/*.yaml.
+"""
+import functools
+import signal
+import sys
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from vision_msgs.msg import LabelInfo, VisionClass
+
+from . import conversions, outputs, params
+from .diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from .worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots, InferenceWorker,
+                     stamp_to_ns)
+
+NODE_NAME = 'segmentation_node'
+LABEL_INFO_TOPIC = 'segmentation/label_info'
+# DiagnosticStatus.level is a bytes field in Humble: map our ints to its constants.
+_LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
+
+
+class StartupError(Exception):
+    """The node cannot start: a parameter or the model is unusable (message says which)."""
+
+
+def create_pipeline(config: params.NodeConfig):
+    """The inference pipeline for ``config`` (imported late: it loads the backends)."""
+    from ..runtime.pipeline import SegmentationPipeline
+    return SegmentationPipeline(**config.pipeline_kwargs())
+
+
+def qos_profile(qos: params.QosConfig, latched: bool = False) -> QoSProfile:
+    """Keep-last QoS from the validated settings."""
+    reliability = ReliabilityPolicy.RELIABLE if qos.reliability == 'reliable' \
+        else ReliabilityPolicy.BEST_EFFORT
+    durability = DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=qos.depth,
+                      reliability=reliability, durability=durability)
+
+
+class SegmentationNode(Node):
+    """The ROS side: parameters, subscriptions, publishers, diagnostics."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.worker = None
+
+    # -- start-up ----------------------------------------------------------------------
+    def start(self, pipeline_factory=create_pipeline) -> None:
+        """Read parameters, load the model, wire topics; StartupError on bad settings."""
+        try:
+            self.config = self._read_parameters()
+        except params.ParameterError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            self.pipeline = pipeline_factory(self.config)
+        except Exception as exc:  # noqa: BLE001 - any loader/backend failure ends start-up
+            # The message names the cause: unreadable file, missing confidence output,
+            # an unknown drivable class, an unavailable backend...
+            raise StartupError(f'cannot use model {self.config.model_path}: {exc}') from None
+        info = self.pipeline.info
+        self.backend_values = self._describe_backend()
+        try:
+            drivable_ids = params.resolve_drivable(info, self.config.drivable_classes)
+        except ValueError as exc:
+            raise StartupError(f"parameter 'drivable_classes': {exc}") from None
+        self._declare_class_map(info, drivable_ids)
+        self._create_topics(info)
+        self._create_worker()
+        self._create_diagnostics()
+        names = ', '.join(f'{c.name} <- {self.resolve_topic_name(c.topic)} ({c.transport})'
+                          for c in self.config.cameras)
+        self.get_logger().info(f'segmenting {names} with {self.config.model_path} '
+                               f'[{self.backend_values["backend"]}]')
+
+    def _declare(self, specs):
+        values = {}
+        for spec in specs:
+            descriptor = ParameterDescriptor(
+                description=spec.description, additional_constraints=spec.constraints(),
+                read_only=True,     # read once at start-up: refuse changes that would not apply
+                dynamic_typing=spec.default is None or isinstance(spec.default, float))
+            try:
+                values[spec.name] = self.declare_parameter(spec.name, spec.default,
+                                                           descriptor).value
+            except Exception as exc:  # noqa: BLE001 - rclpy raises several exception types
+                raise params.ParameterError(f'parameter {spec.name!r}: {exc}') from None
+        return values
+
+    def _read_parameters(self) -> params.NodeConfig:
+        values = self._declare(params.NODE_PARAMS)
+        for name in params.camera_names(values):
+            values.update(self._declare(params.camera_params(name)))
+        # rclpy ignores overrides nobody declares: name the likely typos.
+        given = getattr(self, '_parameter_overrides', {})
+        for name in params.unknown_parameters(list(given), list(values)):
+            self.get_logger().warning(f'ignoring unknown parameter {name!r}')
+        return params.build_config(values)
+
+    def _declare_class_map(self, info, drivable_ids) -> None:
+        self.palette = outputs.palette_lut(info.class_names, info.palette)
+        read_only = ParameterDescriptor(read_only=True, description='class map of the model')
+        for name, value in params.class_map_parameters(info.class_names, info.palette,
+                                                       drivable_ids).items():
+            self.declare_parameter(name, value, read_only)
+
+    def _create_topics(self, info) -> None:
+        cfg = self.config
+        self.options = outputs.OutputOptions(cfg.publish_drivable, cfg.publish_color,
+                                             cfg.publish_confidence)
+        out_qos = qos_profile(cfg.output_qos)
+        kinds = [outputs.LABELS] + [kind for kind, wanted in (
+            (outputs.DRIVABLE, cfg.publish_drivable), (outputs.COLOR, cfg.publish_color),
+            (outputs.CONFIDENCE, cfg.publish_confidence)) if wanted]
+        self.image_publishers = {}
+        self.camera_infos = {}
+        self.info_publishers = {}
+        for camera in cfg.cameras:
+            self.image_publishers[camera.name] = {
+                kind: self.create_publisher(Image, outputs.output_topic(camera.name, kind),
+                                            out_qos) for kind in kinds}
+            msg_type = CompressedImage if camera.transport == 'compressed' else Image
+            self.create_subscription(msg_type, camera.topic,
+                                     functools.partial(self._on_image, camera.name),
+                                     qos_profile(cfg.input_qos))
+            if camera.camera_info_topic:
+                self.info_publishers[camera.name] = self.create_publisher(
+                    CameraInfo, outputs.output_topic(camera.name, outputs.CAMERA_INFO), out_qos)
+                self.create_subscription(
+                    CameraInfo, camera.camera_info_topic,
+                    functools.partial(self.camera_infos.__setitem__, camera.name),
+                    qos_profile(cfg.input_qos))
+        self.label_info_publisher = self.create_publisher(
+            LabelInfo, LABEL_INFO_TOPIC, qos_profile(params.QosConfig('reliable', 1), True))
+        label_info = LabelInfo(threshold=0.0, class_map=[
+            VisionClass(class_id=i, class_name=n)
+            for i, n in outputs.label_info_classes(info.class_names)])
+        label_info.header.stamp = self.get_clock().now().to_msg()
+        self.label_info_publisher.publish(label_info)
+
+    def _create_worker(self) -> None:
+        cfg = self.config
+        names = [c.name for c in cfg.cameras]
+        self.stats = {name: CameraStats(cfg.diagnostics_window_s) for name in names}
+        self.slots = FrameSlots(names)
+        processor = FrameProcessor(
+            self.pipeline, self.stats, self._publish,
+            lambda: self.get_clock().now().nanoseconds,
+            max_frame_age_ms=cfg.max_frame_age_ms, warn=self.get_logger().warning)
+        self.worker = InferenceWorker(self.slots, processor, self._on_worker_error)
+        self.worker.start()
+
+    def _create_diagnostics(self) -> None:
+        import diagnostic_updater
+        self.updater = diagnostic_updater.Updater(self)
+        self.updater.setHardwareID(self.backend_values.get('device', 'none'))
+        for camera in self.config.cameras:
+            self.updater.add(f'{camera.name} segmentation',
+                             functools.partial(self._diagnose, camera.name))
+
+    # -- runtime -------------------------------------------------------------------------
+    def _on_image(self, camera: str, msg) -> None:
+        self.stats[camera].record_input()
+        frame = Frame(camera, msg, stamp_to_ns(msg.header.stamp), time.perf_counter())
+        if self.slots.put(frame) is not None:
+            self.stats[camera].record_drop(SUPERSEDED)
+
+    def _publish(self, frame: Frame, result) -> None:
+        """Publish one result with the input's header (runs on the worker thread)."""
+        header = frame.msg.header
+        publishers = self.image_publishers[frame.camera]
+        for kind, pixels, encoding in outputs.result_images(result, self.options, self.palette):
+            publishers[kind].publish(conversions.build_image(Image, pixels, encoding, header))
+        camera_info = self.camera_infos.get(frame.camera)
+        if camera_info is not None:
+            self.info_publishers[frame.camera].publish(
+                self._scaled_info(camera_info, header, result.labels.shape))
+
+    @staticmethod
+    def _scaled_info(info: CameraInfo, header, shape) -> CameraInfo:
+        height, width = int(shape[0]), int(shape[1])
+        out = CameraInfo(header=header, height=height, width=width,
+                         distortion_model=info.distortion_model, d=info.d, r=info.r,
+                         binning_x=info.binning_x, binning_y=info.binning_y)
+        if info.width and info.height:
+            out.k, out.p = outputs.scale_camera_info(info.width, info.height, info.k, info.p,
+                                                     width, height)
+        return out
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        if rclpy.ok():      # after Ctrl-C publishers fail by design: stay quiet
+            self.get_logger().error(f'inference worker: {type(exc).__name__}: {exc}',
+                                    throttle_duration_sec=5.0)
+
+    def _describe_backend(self) -> dict:
+        """Backend name, precision, device and model, for logs and diagnostics."""
+        backend = getattr(self.pipeline, 'backend', None)
+        described = backend.describe() if hasattr(backend, 'describe') else {}
+        values = {'backend': str(described.get('name', self.config.backend)),
+                  'precision': str(described.get('precision', self.config.precision)),
+                  'model': self.config.model_path}
+        if described.get('device'):
+            values['device'] = str(described['device'])
+        return values
+
+    def _diagnose(self, camera: str, stat):
+        snapshot = self.stats[camera].snapshot()
+        level, message = health(snapshot, self.config.min_rate_hz,
+                                self.config.latency_budget_ms)
+        if self.worker is not None and not self.worker.alive:
+            level, message = ERROR, 'inference thread stopped'
+        stat.summary(_LEVELS[level], message)
+        for key, value in key_values(snapshot, self.backend_values):
+            stat.add(key, value)
+        return stat
+
+    def destroy_node(self):
+        if self.worker is not None:
+            self.worker.stop()
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    """Entry point of ``ros2 run seg_perception segmentation_node``; returns the exit code."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = SegmentationNode()
+        node.start()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as exc:
+        code = 1
+        print(f'[{NODE_NAME}] cannot start: {exc}', file=sys.stderr, flush=True)
+    except Exception:
+        if rclpy.ok():      # a real error; after Ctrl-C Humble rclpy raises from spin
+            raise
+    finally:
+        # Ctrl-C in a terminal reaches the node twice under ros2 launch (the group
+        # signal and launch's forwarded one): a second one must not break the cleanup.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == '__main__':
+    sys.exit(main())

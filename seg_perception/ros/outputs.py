@@ -1,0 +1,82 @@
+"""What the node publishes for one result, as plain data (no rclpy).
+
+The node turns these into messages with :func:`conversions.build_image` and its
+own message classes; bag tools can do the same with rosbags classes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from ..labels import LabelSpace
+
+LABELS = 'labels'
+DRIVABLE = 'drivable_mask'
+COLOR = 'color'
+CONFIDENCE = 'confidence'
+CAMERA_INFO = 'camera_info'
+
+
+def output_topic(camera: str, kind: str) -> str:
+    """``<camera>/segmentation/<kind>``, relative to the node's namespace (remappable)."""
+    return f'{camera}/segmentation/{kind}'
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Which optional images to publish."""
+
+    drivable: bool = True
+    color: bool = False
+    confidence: bool = False
+
+
+def result_images(result, options: OutputOptions,
+                  palette: Optional[np.ndarray] = None) -> List[Tuple[str, np.ndarray, str]]:
+    """(topic kind, pixels, encoding) for each image to publish from one SegResult.
+
+    ``palette``: a 256×3 lookup table used when colour is wanted but the pipeline
+    did not colourise. Confidence is skipped when the model has no confidence output.
+    """
+    images = [(LABELS, result.labels, 'mono8')]
+    if options.drivable:
+        images.append((DRIVABLE, result.drivable_mask, 'mono8'))
+    if options.color:
+        color = getattr(result, 'color', None)
+        if color is None:
+            if palette is None:
+                raise ValueError('publish_color needs the result colour image or a palette')
+            # applyColorMap with a user table: ~10x faster than palette[labels] at 1080p.
+            color = cv2.applyColorMap(np.ascontiguousarray(result.labels),
+                                      palette.reshape(256, 1, 3))
+        images.append((COLOR, color, 'rgb8'))
+    if options.confidence and getattr(result, 'confidence', None) is not None:
+        images.append((CONFIDENCE, result.confidence, 'mono8'))
+    return images
+
+
+def palette_lut(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """256×3 uint8 lookup table class id -> RGB."""
+    space = LabelSpace('model', tuple(class_names), tuple(tuple(c) for c in palette), ())
+    return space.palette_array()
+
+
+def label_info_classes(class_names: Sequence[str]) -> List[Tuple[int, str]]:
+    """(class id, name) pairs for vision_msgs/LabelInfo.class_map."""
+    return [(i, str(name)) for i, name in enumerate(class_names)]
+
+
+def scale_camera_info(width: int, height: int, k: Sequence[float], p: Sequence[float],
+                      out_width: int, out_height: int) -> Tuple[List[float], List[float]]:
+    """K (3×3) and P (3×4), row-major, for the image resized to out_width × out_height."""
+    sx, sy = out_width / float(width), out_height / float(height)
+    k = [float(v) for v in k]
+    p = [float(v) for v in p]
+    k[0], k[1], k[2] = k[0] * sx, k[1] * sx, k[2] * sx
+    k[4], k[5] = k[4] * sy, k[5] * sy
+    p[0], p[1], p[2], p[3] = p[0] * sx, p[1] * sx, p[2] * sx, p[3] * sx
+    p[5], p[6], p[7] = p[5] * sy, p[6] * sy, p[7] * sy
+    return k, p

@@ -1,0 +1,286 @@
+"""The segmentation node's parameters: one table, one validation step, no rclpy.
+
+``NODE_PARAMS`` and ``camera_params(name)`` describe every parameter (default,
+description, allowed values); the node declares them in one loop and hands the
+values to :func:`build_config`, which checks them all and returns a
+:class:`NodeConfig` or raises :class:`ParameterError` naming the parameter.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..model_info import default_model_path
+
+# The runtime's backend names (runtime/backends.py), plus 'torch' for its 'pytorch'.
+BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch', 'pytorch', 'onnxruntime-cpu',
+            'onnxruntime-cuda', 'onnxruntime-tensorrt')
+PRECISIONS = ('fp32', 'fp16', 'int8')
+OUTPUT_RESOLUTIONS = ('camera', 'network')
+TRANSPORTS = ('raw', 'compressed')
+RELIABILITIES = ('best_effort', 'reliable')
+# Camera names become topic and parameter name tokens.
+_CAMERA_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
+
+
+class ParameterError(ValueError):
+    """A node parameter has a value the node cannot start with."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: its default (None: no default, any type), what it means, its limits."""
+
+    name: str
+    default: Any
+    description: str
+    choices: Tuple[str, ...] = ()
+    min_value: Optional[float] = None
+
+    def constraints(self) -> str:
+        """Human-readable limits, for the ParameterDescriptor."""
+        if self.choices:
+            return 'one of: ' + ', '.join(self.choices)
+        if self.min_value is not None:
+            return f'>= {self.min_value:g}'
+        return ''
+
+
+NODE_PARAMS: Tuple[ParamSpec, ...] = (
+    ParamSpec('cameras', ['camera'], 'Camera names; each has parameters '
+              'cameras.<name>.topic, cameras.<name>.transport, cameras.<name>.camera_info'),
+    ParamSpec('model', '', 'Exported ONNX model (a checkpoint for backend torch); empty = '
+              'the model shipped with the package'),
+    ParamSpec('backend', 'auto', 'Inference backend', BACKENDS),
+    ParamSpec('precision', 'fp32', 'Inference precision (fp16/int8: TensorRT)', PRECISIONS),
+    ParamSpec('engine_cache_dir', '', 'Directory for built TensorRT engines; empty = default'),
+    ParamSpec('threads', 0, 'CPU threads for inference; 0 = backend default', min_value=0),
+    ParamSpec('output_resolution', 'camera', 'Outputs at camera or network resolution',
+              OUTPUT_RESOLUTIONS),
+    ParamSpec('publish_drivable', True, 'Publish <camera>/segmentation/drivable_mask'),
+    ParamSpec('publish_color', False, 'Publish <camera>/segmentation/color (rgb8)'),
+    ParamSpec('publish_confidence', False, 'Publish <camera>/segmentation/confidence (mono8)'),
+    ParamSpec('drivable_classes', None, 'Drivable classes (names or ids) replacing the '
+              "model's; unset or empty = the model's"),
+    ParamSpec('max_frame_age_ms', 500.0, 'Drop frames whose header stamp is older than this '
+              'when inference starts; 0 = keep all', min_value=0),
+    ParamSpec('qos.reliability', 'best_effort', 'Image subscriptions: reliability',
+              RELIABILITIES),
+    ParamSpec('qos.depth', 1, 'Image subscriptions: history depth', min_value=1),
+    ParamSpec('output_qos.reliability', 'reliable', 'Output topics: reliability', RELIABILITIES),
+    ParamSpec('output_qos.depth', 1, 'Output topics: history depth', min_value=1),
+    ParamSpec('diagnostics.min_rate_hz', 5.0, 'Per camera: WARN below this output rate, '
+              'ERROR at zero; 0 = no rate check', min_value=0),
+    ParamSpec('diagnostics.latency_budget_ms', 200.0, 'Per camera: WARN when the p95 '
+              'latency (header stamp to publish) exceeds it, ERROR when the p50 does',
+              min_value=1),
+    ParamSpec('diagnostics.window_s', 5.0, 'Window for rates and latency percentiles',
+              min_value=0.5),
+)
+
+
+def camera_params(name: str) -> Tuple[ParamSpec, ...]:
+    """The parameters of one camera."""
+    prefix = f'cameras.{name}.'
+    return (
+        ParamSpec(prefix + 'topic', '', 'Image topic; empty = <name>/image_raw '
+                  '(+ /compressed with compressed transport)'),
+        ParamSpec(prefix + 'transport', 'raw', 'sensor_msgs Image or CompressedImage',
+                  TRANSPORTS),
+        ParamSpec(prefix + 'camera_info', '', 'Optional CameraInfo topic, republished as '
+                  '<name>/segmentation/camera_info scaled to the outputs; empty = none'),
+    )
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Where one camera's images come from."""
+
+    name: str
+    topic: str
+    transport: str
+    camera_info_topic: str
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    reliability: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Validated node settings."""
+
+    cameras: Tuple[CameraConfig, ...]
+    model_path: str
+    backend: str
+    precision: str
+    engine_cache_dir: str
+    threads: int
+    output_resolution: str
+    publish_drivable: bool
+    publish_color: bool
+    publish_confidence: bool
+    drivable_classes: Optional[Tuple[Any, ...]]
+    max_frame_age_ms: float
+    input_qos: QosConfig
+    output_qos: QosConfig
+    min_rate_hz: float
+    latency_budget_ms: float
+    diagnostics_window_s: float
+
+    def pipeline_kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments for SegmentationPipeline."""
+        backend = 'pytorch' if self.backend == 'torch' else self.backend
+        return dict(model_path=self.model_path, backend=backend, precision=self.precision,
+                    output_resolution=self.output_resolution,
+                    drivable_classes=list(self.drivable_classes) if self.drivable_classes
+                    else None,
+                    want_confidence=self.publish_confidence, want_color=self.publish_color,
+                    threads=self.threads or None,
+                    engine_cache_dir=self.engine_cache_dir or None)
+
+
+def _check_value(spec: ParamSpec, value: Any) -> None:
+    if spec.choices and value not in spec.choices:
+        raise ParameterError(f'parameter {spec.name!r}: {value!r} is not one of '
+                             f'{", ".join(spec.choices)}')
+    if spec.min_value is not None and value < spec.min_value:
+        raise ParameterError(f'parameter {spec.name!r}: {value!r} is below the minimum '
+                             f'{spec.min_value:g}')
+
+
+def _expect_type(spec: ParamSpec, value: Any) -> Any:
+    """Values of the default's type (an int is accepted for a float parameter)."""
+    default = spec.default
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        kind = 'list of strings' if isinstance(default, list) else type(default).__name__
+        raise ParameterError(f'parameter {spec.name!r}: expected a {kind}, got {value!r}')
+    return value
+
+
+def checked_values(specs: Sequence[ParamSpec], values: Dict[str, Any]) -> Dict[str, Any]:
+    """Each spec's value (its default when absent), type- and range-checked."""
+    out = {}
+    for spec in specs:
+        value = _expect_type(spec, values.get(spec.name, spec.default))
+        if value is not None:
+            _check_value(spec, value)
+        out[spec.name] = value
+    return out
+
+
+def camera_names(values: Dict[str, Any]) -> List[str]:
+    """The validated ``cameras`` list."""
+    spec = NODE_PARAMS[0]
+    names = list(_expect_type(spec, values.get('cameras', spec.default)))
+    if not names:
+        raise ParameterError("parameter 'cameras': needs at least one camera name")
+    for name in names:
+        if not _CAMERA_NAME.match(name):
+            raise ParameterError(f"parameter 'cameras': {name!r} is not a valid camera name "
+                                 '(letters, digits and _, starting with a letter)')
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ParameterError(f"parameter 'cameras': {', '.join(duplicates)} listed twice")
+    return names
+
+
+def resolve_model_path(path: str) -> str:
+    """The model file to load: ``path``, or the shipped default when empty."""
+    if not path:
+        default = default_model_path()
+        if default is None:
+            raise ParameterError("parameter 'model' is empty and this install ships no default "
+                                 'model: set it to an ONNX file made by `seg-perception export`')
+        return default
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise ParameterError(f"parameter 'model': file not found: {path}")
+    return path
+
+
+def _drivable_classes(value: Any) -> Optional[Tuple[Any, ...]]:
+    if value is None or value == '' or (isinstance(value, (list, tuple)) and not value):
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(',') if v.strip()]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or \
+            not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        raise ParameterError("parameter 'drivable_classes': expected class names or ids, "
+                             f'got {value!r}')
+    return tuple(value)
+
+
+def build_config(values: Dict[str, Any], *, check_model_file: bool = True) -> NodeConfig:
+    """Validate parameter values (name -> value, as declared) into a NodeConfig."""
+    names = camera_names(values)
+    node = checked_values(NODE_PARAMS[1:], values)
+    cameras = []
+    for name in names:
+        cam = checked_values(camera_params(name), values)
+        prefix = f'cameras.{name}.'
+        transport = cam[prefix + 'transport']
+        topic = cam[prefix + 'topic'].strip() or f'{name}/image_raw' + \
+            ('/compressed' if transport == 'compressed' else '')
+        cameras.append(CameraConfig(name, topic, transport, cam[prefix + 'camera_info'].strip()))
+    topics = [c.topic for c in cameras]
+    shared = sorted({t for t in topics if topics.count(t) > 1})
+    if shared:
+        raise ParameterError(f'cameras {", ".join(c.name for c in cameras if c.topic in shared)}'
+                             f' all subscribe to {", ".join(shared)}')
+    model = resolve_model_path(node['model']) if check_model_file else node['model']
+    return NodeConfig(
+        cameras=tuple(cameras), model_path=model, backend=node['backend'],
+        precision=node['precision'], engine_cache_dir=node['engine_cache_dir'],
+        threads=node['threads'], output_resolution=node['output_resolution'],
+        publish_drivable=node['publish_drivable'], publish_color=node['publish_color'],
+        publish_confidence=node['publish_confidence'],
+        drivable_classes=_drivable_classes(values.get('drivable_classes')),
+        max_frame_age_ms=node['max_frame_age_ms'],
+        input_qos=QosConfig(node['qos.reliability'], node['qos.depth']),
+        output_qos=QosConfig(node['output_qos.reliability'], node['output_qos.depth']),
+        min_rate_hz=node['diagnostics.min_rate_hz'],
+        latency_budget_ms=node['diagnostics.latency_budget_ms'],
+        diagnostics_window_s=node['diagnostics.window_s'])
+
+
+def unknown_parameters(given: Sequence[str], declared: Sequence[str]) -> List[str]:
+    """Names set from outside (YAML, command line) that the node does not know: typos."""
+    known = set(declared) | {'use_sim_time', 'diagnostic_updater.period'}
+    return sorted(n for n in given if n not in known and not n.startswith('qos_overrides.'))
+
+
+def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[int]],
+                         drivable_ids: Sequence[int]) -> Dict[str, Any]:
+    """Read-only parameters describing the class map (colours as '#rrggbb')."""
+    return {
+        'class_map.names': [str(n) for n in class_names],
+        'class_map.colors': ['#%02x%02x%02x' % tuple(int(v) for v in c) for c in palette],
+        'class_map.drivable_ids': [int(i) for i in drivable_ids],
+    }
+
+
+def resolve_drivable(info, classes: Optional[Sequence[Any]]) -> Tuple[int, ...]:
+    """The drivable class ids of ``info`` (a ModelInfo) after the optional override."""
+    from ..runtime.drivable import resolve_drivable_ids
+    return resolve_drivable_ids(info.class_names, info.drivable_ids,
+                                list(classes) if classes else None)

@@ -1,0 +1,235 @@
+"""Newest-frame slots and the inference worker, without rclpy.
+
+Subscription callbacks only :meth:`FrameSlots.put` the message (replacing an
+unprocessed older one: a slot, not a queue). One :class:`InferenceWorker`
+thread takes the freshest frame of every camera, and :class:`FrameProcessor`
+drops stale or bad ones, runs the pipeline on the rest as one batch and hands
+each result to the node's publish callback. A slow model therefore skips frames
+instead of building a backlog, and memory stays bounded.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import conversions
+from .diagnostics import CameraStats
+
+# Drop reasons, as counted in diagnostics.
+SUPERSEDED = 'superseded'               # a newer frame arrived before inference took it
+TOO_OLD = 'too_old'                     # older than max_frame_age_ms
+BAD_FRAME = 'bad_frame'                 # cannot be decoded (encoding, step, size, JPEG)
+RESOLUTION_CHANGE = 'resolution_change'
+REJECTED = 'rejected_by_pipeline'       # the pipeline raised InputError
+INFERENCE_ERROR = 'inference_error'     # the backend failed
+
+
+@dataclass
+class Frame:
+    """One received message waiting for inference."""
+
+    camera: str
+    msg: Any
+    stamp_ns: int            # header stamp; 0 = the driver did not stamp it
+    arrived: float           # time.perf_counter() when the callback ran
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (rclpy or rosbags) in nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class FrameSlots:
+    """The newest unprocessed frame of each camera."""
+
+    def __init__(self, cameras: Sequence[str]):
+        self._slots: Dict[str, Optional[Frame]] = {name: None for name in cameras}
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, frame: Frame) -> Optional[Frame]:
+        """Store ``frame``; return the older frame it replaced (to be counted as dropped)."""
+        with self._ready:
+            replaced = self._slots[frame.camera]
+            self._slots[frame.camera] = frame
+            self._ready.notify()
+        return replaced
+
+    def take(self, timeout: Optional[float] = None) -> List[Frame]:
+        """Remove and return every waiting frame; wait up to ``timeout`` s for one."""
+        with self._ready:
+            self._ready.wait_for(
+                lambda: self._closed or any(f is not None for f in self._slots.values()),
+                timeout)
+            frames = [f for f in self._slots.values() if f is not None]
+            for name in self._slots:
+                self._slots[name] = None
+        return frames
+
+    def close(self) -> None:
+        """Wake up a waiting take() for good (shutdown)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class WarnThrottle:
+    """Let one warning per key through every ``period_s``; count the ones held back."""
+
+    def __init__(self, period_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.period_s = period_s
+        self._clock = clock
+        self._last: Dict[Any, float] = {}
+        self._held: Dict[Any, int] = {}
+
+    def allow(self, key) -> Tuple[bool, int]:
+        """(whether to log now, how many were held back since the last one)."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False, 0
+        self._last[key] = now
+        return True, self._held.pop(key, 0)
+
+
+class FrameProcessor:
+    """Checks, decodes, segments and publishes one batch of frames (no threads here)."""
+
+    def __init__(self, pipeline, stats: Dict[str, CameraStats],
+                 publish: Callable[[Frame, Any], None], now_ns: Callable[[], int], *,
+                 max_frame_age_ms: float = 0.0, warn: Callable[[str], None] = print,
+                 decode: Callable = conversions.decode, throttle: Optional[WarnThrottle] = None,
+                 adopt_resolution_after: int = 30):
+        self.pipeline = pipeline
+        self.stats = stats
+        self.publish = publish
+        self.now_ns = now_ns
+        self.max_age_ns = int(max_frame_age_ms * 1e6)
+        self.warn = warn
+        self.decode = decode
+        self.throttle = throttle or WarnThrottle()
+        self.adopt_after = adopt_resolution_after
+        self._sizes: Dict[str, Tuple[int, int]] = {}
+        self._mismatches: Dict[str, int] = {}
+
+    def drop(self, frame: Frame, reason: str, detail: str) -> None:
+        """Count a dropped frame and warn (throttled per camera and reason)."""
+        self.stats[frame.camera].record_drop(reason)
+        allowed, held = self.throttle.allow((frame.camera, reason))
+        if allowed:
+            more = f' ({held} more since the last warning)' if held else ''
+            self.warn(f'{frame.camera}: dropped frame ({reason}): {detail}{more}')
+
+    def _size_ok(self, frame: Frame, size: Tuple[int, int]) -> bool:
+        """Lock each camera to its first size; adopt a new one only once it persists."""
+        locked = self._sizes.setdefault(frame.camera, size)
+        if size == locked:
+            self._mismatches[frame.camera] = 0
+            return True
+        count = self._mismatches.get(frame.camera, 0) + 1
+        self._mismatches[frame.camera] = count
+        if count >= self.adopt_after:
+            self.warn(f'{frame.camera}: resolution changed from {locked[1]}x{locked[0]} to '
+                      f'{size[1]}x{size[0]} for {count} frames; using the new size')
+            self._sizes[frame.camera] = size
+            self._mismatches[frame.camera] = 0
+            return True
+        self.drop(frame, RESOLUTION_CHANGE, f'{size[1]}x{size[0]} instead of the stream\'s '
+                                            f'{locked[1]}x{locked[0]}')
+        return False
+
+    def _prepare(self, frames: List[Frame]):
+        ready = []
+        now = self.now_ns()
+        for frame in frames:
+            started = time.perf_counter()
+            age_ns = now - frame.stamp_ns
+            if self.max_age_ns and frame.stamp_ns and age_ns > self.max_age_ns:
+                self.drop(frame, TOO_OLD, f'{age_ns / 1e6:.0f} ms old, max_frame_age_ms is '
+                                          f'{self.max_age_ns / 1e6:g}')
+                continue
+            try:
+                decoded = self.decode(frame.msg)
+            except conversions.ConversionError as exc:
+                self.drop(frame, BAD_FRAME, str(exc))
+                continue
+            if self._size_ok(frame, decoded.pixels.shape[:2]):
+                ready.append((frame, decoded, time.perf_counter() - started))
+        return ready
+
+    def _segment(self, ready) -> List[Any]:
+        """Results per frame (None where dropped); one batch, frame by frame if one is bad."""
+        pixels = [d.pixels for _, d, _ in ready]
+        encodings = [d.encoding for _, d, _ in ready]
+        try:
+            return list(self.pipeline.process(pixels, encodings))
+        except ValueError as exc:       # InputError: find the bad frame(s), keep the rest
+            if len(ready) == 1:
+                self.drop(ready[0][0], REJECTED, str(exc))
+                return [None]
+            return [self._segment([item])[0] for item in ready]
+        except Exception as exc:  # noqa: BLE001 - a backend failure must not kill the node
+            for frame, _, _ in ready:
+                self.drop(frame, INFERENCE_ERROR, f'{type(exc).__name__}: {exc}')
+            return [None] * len(ready)
+
+    def process(self, frames: List[Frame]) -> int:
+        """Handle one batch; return how many frames were published."""
+        ready = self._prepare(frames)
+        if not ready:
+            return 0
+        results = self._segment(ready)
+        published = 0
+        for (frame, _, decode_s), result in zip(ready, results):
+            if result is None:
+                continue
+            started = time.perf_counter()
+            self.publish(frame, result)
+            overhead_ms = (decode_s + time.perf_counter() - started) * 1e3
+            latency_ms = (self.now_ns() - frame.stamp_ns) / 1e6 if frame.stamp_ns else None
+            self.stats[frame.camera].record_output(latency_ms, overhead_ms)
+            published += 1
+        return published
+
+
+class InferenceWorker:
+    """The one thread that runs a FrameProcessor on whatever the slots hold."""
+
+    def __init__(self, slots: FrameSlots, processor: FrameProcessor,
+                 on_error: Callable[[BaseException], None], poll_s: float = 0.1):
+        self.slots = slots
+        self.processor = processor
+        self.on_error = on_error
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='segmentation_worker',
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frames = self.slots.take(timeout=self.poll_s)
+            if not frames or self._stop.is_set():
+                continue
+            try:
+                self.processor.process(frames)
+            except Exception as exc:  # noqa: BLE001 - report and keep serving other frames
+                if self._stop.is_set():
+                    break                  # publishers vanish during shutdown: not an error
+                self.on_error(exc)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to end and wait for the batch in flight."""
+        self._stop.set()
+        self.slots.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
