@@ -64,6 +64,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        # A missing piece of seg_perception itself is a bug, not a missing extra.
+        if (exc.name or '').startswith('seg_perception'):
+            raise
         print(f'seg-perception {name}: needs a package that is not installed: {exc}. '
               'Install the extra it belongs to, e.g. pip install "seg_perception[train]".',
               file=sys.stderr)
