@@ -12,7 +12,7 @@ RUNTIME = [
     'onnxruntime>=1.16',
     'onnx>=1.14',
     'pyyaml>=5.4',
-    'rosbags>=0.9.20',
+    'rosbags>=0.11',
     'rosbags-image>=0.9.2',
     'tqdm>=4.60',
 ]

@@ -39,12 +39,17 @@ def _class_names_and_drivable(label_space):
     return list(names), list(getattr(label_space, 'drivable_ids', ()))
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
+    """Write text to path through a temporary file and a rename (readers never see half)."""
     folder = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path))
     try:
         with os.fdopen(handle, 'w', encoding='utf-8') as stream:
             stream.write(text)
+        # mkstemp creates the file 0600; a report is for everyone who can read the folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -75,8 +80,8 @@ def write_metrics(output_dir: str, confusion, label_space, extra: Optional[Dict]
     result.update(extra or {})
     result = nan_to_none(result)
     os.makedirs(output_dir, exist_ok=True)
-    _atomic_write(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
-    _atomic_write(os.path.join(output_dir, METRICS_MD), markdown_report(result, matrix))
+    atomic_write(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
+    atomic_write(os.path.join(output_dir, METRICS_MD), markdown_report(result, matrix))
     if plot:
         try:
             plot_confusion(matrix, names, os.path.join(output_dir, CONFUSION_PNG),

@@ -1,0 +1,373 @@
+"""bag-eval: reading bags of every kind, the output bag, ground truth, damaged input."""
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+import bag_helpers as bh
+import runtime_models as rm
+from seg_perception import cli
+from seg_perception.bag_io import (BagError, camera_name, camera_namespace, open_bag,
+                                   output_topic)
+from seg_perception.bags import evaluate_bag
+
+
+def evaluate(bag, out, **kwargs):
+    kwargs.setdefault('progress', False)
+    kwargs.setdefault('overlays', 1)
+    return evaluate_bag(str(bag), bh.model_path(), str(out), **kwargs)
+
+
+def stamp_of(msg):
+    return msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
+
+
+# -- camera names -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('topic, namespace', [
+    ('/cam_front/image_raw', 'cam_front'),
+    ('/camera/front/image_raw/compressed', 'camera/front'),
+    ('cam/image_rect_color', 'cam'),                 # relative ROS 1 name
+    ('/front_cam/rgb', 'front_cam/rgb'),             # no image token: the whole topic
+    ('/image_raw', 'camera'),
+])
+def test_camera_namespace_strips_transport_and_image_tokens(topic, namespace):
+    assert camera_namespace(topic) == namespace
+    assert camera_name(topic) == namespace.replace('/', '_')
+    assert output_topic(namespace, 'labels') == f'/{namespace}/segmentation/labels'
+
+
+# -- round trip ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_round_trip_one_labels_and_drivable_message_per_frame_with_the_input_header(
+        tmp_path, storage):
+    messages = bh.two_camera_messages(count=4)
+    bag = bh.write_rosbag2(tmp_path / 'in', messages, storage=storage)
+    summary = evaluate(bag, tmp_path / 'out', storage=storage)
+    assert summary['status'] == 'complete' and summary['frames'] == 8
+    out_bag = tmp_path / 'out' / 'in_segmentation'
+    assert bh.storage_file(out_bag).suffix == ('.mcap' if storage == 'mcap' else '.db3')
+    written = bh.read_bag(out_bag)
+    for camera, topic in (('cam_front', '/cam_front/image_raw'),
+                          ('cam_rear', '/cam_rear/image_raw/compressed')):
+        inputs = [(log, msg) for t, msg, log in messages if t == topic]
+        for kind, encoding in (('labels', 'mono8'), ('drivable_mask', 'mono8'),
+                               ('color', 'rgb8')):
+            outputs = written[f'/{camera}/segmentation/{kind}']
+            assert len(outputs) == len(inputs)
+            for (in_log, in_msg), (out_log, out_msg) in zip(inputs, outputs):
+                assert out_log == in_log
+                assert stamp_of(out_msg) == stamp_of(in_msg)
+                assert out_msg.header.frame_id == in_msg.header.frame_id
+                assert out_msg.encoding == encoding
+        # the labels are the model's answer for the frame that was sent
+        for index, (_, labels) in enumerate(written[f'/{camera}/segmentation/labels']):
+            pixels = np.asarray(labels.data).reshape(labels.height, labels.width)
+            np.testing.assert_array_equal(pixels, rm.expected_labels(bh.frame(index)))
+            drivable = written[f'/{camera}/segmentation/drivable_mask'][index][1]
+            mask = np.asarray(drivable.data).reshape(drivable.height, drivable.width)
+            np.testing.assert_array_equal(mask == 255, pixels == 0)    # 'road' is drivable
+    assert '/cam_front/image_raw' not in written          # inputs only with copy_inputs
+
+
+def test_ros1_bag_with_relative_topics_and_camera_info(tmp_path):
+    store = bh.typestore(ros1=True)
+    messages = []
+    for index in range(3):
+        stamp = bh.START_NS + index * bh.PERIOD_NS
+        picture = bh.frame(index)
+        messages.append(('cam/image_raw', bh.image_msg(store, picture[:, :, ::-1].copy(),
+                                                       stamp, encoding='bgr8'), stamp))
+        messages.append(('cam/camera_info', bh.camera_info_msg(store, 64, 48, stamp), stamp))
+    bag = bh.write_ros1(tmp_path / 'drive.bag', messages)
+    summary = evaluate(bag, tmp_path / 'out', copy_inputs=True)
+    assert summary['cameras']['cam']['frames'] == 3
+    assert summary['cameras']['cam']['camera_info_topic'] == 'cam/camera_info'
+    assert summary['bag_format'] == 'ROS 1 bag'
+    written = bh.read_bag(tmp_path / 'out' / 'drive_segmentation')
+    assert [stamp_of(m) for _, m in written['/cam/segmentation/labels']] == \
+        [stamp_of(m) for t, m, _ in messages if t == 'cam/image_raw']
+    labels = written['/cam/segmentation/labels'][1][1]
+    np.testing.assert_array_equal(np.asarray(labels.data).reshape(48, 64),
+                                  rm.expected_labels(bh.frame(1)))
+    # copied through, as ROS 2 messages (no Header.seq)
+    infos = written['/cam/camera_info']
+    assert len(infos) == 3 and list(infos[0][1].k) == list(range(9))
+    assert not hasattr(infos[0][1].header, 'seq')
+    assert len(written['/cam/image_raw']) == 3
+
+
+def test_rosbag2_quirks_folder_named_bag_old_metadata_no_metadata_lone_file(tmp_path):
+    bag = bh.write_rosbag2(tmp_path / 'rec.bag', bh.two_camera_messages(count=2))
+    with open_bag(bag) as source:           # a rosbag2 folder named *.bag
+        assert source.description == 'rosbag2 folder'
+        assert source.topics['/cam_front/image_raw'].count == 2
+    # metadata version 4 (Foxy era): no files / custom_data / ros_distro / type hashes
+    old = tmp_path / 'old'
+    shutil.copytree(bag, old)
+    meta = yaml.safe_load((old / 'metadata.yaml').read_text())
+    info = meta['rosbag2_bagfile_information']
+    info['version'] = 4
+    for key in ('files', 'custom_data', 'ros_distro'):
+        info.pop(key)
+    for topic in info['topics_with_message_count']:
+        topic['topic_metadata'].pop('type_description_hash')
+    (old / 'metadata.yaml').write_text(yaml.safe_dump(meta))
+    summary = evaluate(old, tmp_path / 'out_old')
+    assert summary['frames'] == 4 and summary['status'] == 'complete'
+    # recorder killed before writing metadata.yaml
+    bare = tmp_path / 'bare'
+    shutil.copytree(bag, bare)
+    (bare / 'metadata.yaml').unlink()
+    assert evaluate(bare, tmp_path / 'out_bare')['frames'] == 4
+    # the .mcap file on its own
+    lone = bh.storage_file(bag)
+    assert evaluate(lone, tmp_path / 'out_lone', topics=['cam_front/image_raw'])['frames'] == 2
+
+
+def test_raw_and_compressed_of_one_camera_evaluate_the_raw_topic(tmp_path):
+    store = bh.typestore()
+    messages = []
+    for index in range(2):
+        stamp = bh.START_NS + index * bh.PERIOD_NS
+        messages.append(('/cam/image_raw', bh.image_msg(store, bh.frame(index), stamp), stamp))
+        messages.append(('/cam/image_raw/compressed',
+                         bh.compressed_msg(store, bh.frame(index), stamp), stamp))
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    summary = evaluate(bag, tmp_path / 'out')
+    assert list(summary['cameras']) == ['cam']
+    assert summary['cameras']['cam']['topic'] == '/cam/image_raw'
+    with pytest.raises(BagError, match='same camera'):
+        evaluate(bag, tmp_path / 'out2', topics=['/cam/image_raw', '/cam/image_raw/compressed'])
+
+
+def test_a_corrupt_frame_is_skipped_and_counted(tmp_path):
+    messages = bh.two_camera_messages(count=3)
+    broken = messages[3][1]                    # cam_rear, frame 1: cut the PNG in half
+    broken.data = broken.data[:len(broken.data) // 2]
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    summary = evaluate(bag, tmp_path / 'out')
+    rear = summary['cameras']['cam_rear']
+    assert rear['frames'] == 2 and rear['skipped'] == 1
+    assert 'PNG' in rear['skip_reasons'][0]
+    assert summary['status'] == 'complete'
+
+
+# -- ground truth -------------------------------------------------------------------------------
+
+def test_label_topic_matches_by_stamp_in_either_order(tmp_path):
+    store = bh.typestore()
+    messages = []
+    for index in range(4):
+        stamp = bh.START_NS + index * bh.PERIOD_NS
+        picture = bh.frame(index)
+        truth = rm.expected_labels(picture)
+        if index == 3:
+            truth = np.zeros_like(truth)         # one wrong label: everything 'road'
+        label = ('/cam/ground_truth/labels', bh.image_msg(store, truth, stamp, 'mono8'), stamp)
+        image = ('/cam/image_raw', bh.image_msg(store, picture, stamp), stamp + 1)
+        # labels logged before their frame for even frames, after for odd ones
+        messages += [label, image] if index % 2 == 0 else [image, label]
+    messages.append(('/cam/ground_truth/labels',
+                     bh.image_msg(store, np.zeros((48, 64), np.uint8), bh.START_NS + 99, 'mono8'),
+                     bh.START_NS + 10 ** 9))         # a label without a frame
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    summary = evaluate(bag, tmp_path / 'out', label_topics=['/cam/ground_truth/labels'])
+    truth = summary['ground_truth']
+    assert truth['kind'] == 'classes' and truth['frames_scored'] == 4
+    assert truth['labels_matched'] == 4 and truth['labels_unmatched'] == 1
+    assert list(summary['cameras']) == ['cam']      # the label topic is not a camera
+    assert summary['num_images'] == 4
+    assert 0.2 < summary['miou'] < 1.0              # three perfect frames, one wrong
+    assert summary['per_class_iou']['sky'] < 1.0
+    perfect = evaluate(bag, tmp_path / 'out3', label_topics=['cam=/cam/ground_truth/labels'],
+                       topics=['/cam/image_raw'])
+    assert perfect['miou'] == pytest.approx(summary['miou'])
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['miou'] == summary['miou']
+    assert metrics['cameras']['cam']['metrics']['num_images'] == 4
+
+
+def test_drivable_ground_truth_scores_the_drivable_mask(tmp_path):
+    store = bh.typestore()
+    messages = []
+    for index in range(2):
+        stamp = bh.START_NS + index * bh.PERIOD_NS
+        picture = bh.frame(index)
+        road = rm.expected_labels(picture) == 0
+        mask = np.where(road, 255, 0).astype(np.uint8)
+        mask[:5] = 128                                      # ignored
+        messages.append(('/cam/image_raw', bh.image_msg(store, picture, stamp), stamp))
+        messages.append(('/cam/ground_truth/drivable_mask', bh.image_msg(store, mask, stamp,
+                                                                         'mono8'), stamp))
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    summary = evaluate(bag, tmp_path / 'out', label_topics=['/cam/ground_truth/drivable_mask'])
+    assert summary['ground_truth']['kind'] == 'drivable'    # auto, from the topic name
+    assert summary['class_names'] == ['not drivable', 'drivable']
+    assert summary['drivable_iou'] == pytest.approx(1.0)
+    assert summary['num_pixels'] == 2 * (48 - 5) * 64
+
+
+def _labels_folder(tmp_path, count, name):
+    folder = tmp_path / 'labels'
+    (folder / 'cam_front').mkdir(parents=True)
+    for index in range(count):
+        truth = rm.expected_labels(bh.frame(index))
+        cv2.imwrite(str(folder / 'cam_front' / name(index)), truth)
+    return folder
+
+
+def test_label_folder_matched_by_stamp_and_by_name(tmp_path):
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=3))
+    by_stamp = _labels_folder(tmp_path, 3, lambda i: f'{bh.START_NS + i * bh.PERIOD_NS}.png')
+    summary = evaluate(bag, tmp_path / 'out', labels_dir=str(by_stamp))
+    assert summary['ground_truth']['frames_scored'] == 3     # cam_front only
+    assert summary['miou'] == pytest.approx(1.0)
+    assert 'metrics' in summary['cameras']['cam_front']
+    assert 'metrics' not in summary['cameras']['cam_rear']
+    shutil.rmtree(by_stamp)
+    by_name = _labels_folder(tmp_path, 2, lambda i: f'frame{i:04d}.png')
+    summary = evaluate(bag, tmp_path / 'out2', labels_dir=str(by_name), labels_match='name')
+    assert summary['ground_truth']['frames_scored'] == 2
+    assert summary['miou'] == pytest.approx(1.0)
+
+
+def test_a_label_of_the_wrong_size_stops_the_run_with_a_partial_report(tmp_path):
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=3))
+    folder = _labels_folder(tmp_path, 3, lambda i: f'{bh.START_NS + i * bh.PERIOD_NS}.png')
+    bad = folder / 'cam_front' / f'{bh.START_NS + bh.PERIOD_NS}.png'
+    cv2.imwrite(str(bad), np.zeros((10, 10), np.uint8))
+    with pytest.raises(BagError, match=r'10x10.*camera resolution'):
+        evaluate(bag, tmp_path / 'out', labels_dir=str(folder))
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['status'] == 'partial' and bad.name in metrics['error']
+    assert metrics['ground_truth']['frames_scored'] == 1
+
+
+def test_label_topic_that_is_not_mono8_is_an_error(tmp_path):
+    store = bh.typestore()
+    stamp = bh.START_NS
+    messages = [('/cam/image_raw', bh.image_msg(store, bh.frame(0), stamp), stamp),
+                ('/cam/labels', bh.image_msg(store, bh.frame(0), stamp), stamp)]
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    with pytest.raises(BagError, match='mono8'):
+        evaluate(bag, tmp_path / 'out', topics=['/cam/image_raw'], label_topics=['/cam/labels'])
+
+
+def test_label_topic_of_a_camera_that_is_not_evaluated_is_an_error(tmp_path):
+    store = bh.typestore()
+    messages = bh.two_camera_messages(count=1)
+    truth = bh.image_msg(store, np.zeros((48, 64), np.uint8), bh.START_NS, 'mono8')
+    messages.append(('/cam_rear/ground_truth/labels', truth, bh.START_NS + 2000))
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    with pytest.raises(BagError, match='belongs to camera cam_rear, which is not evaluated'):
+        evaluate(bag, tmp_path / 'out', topics=['/cam_front/image_raw'],
+                 label_topics=['/cam_rear/ground_truth/labels'])
+    summary = evaluate(bag, tmp_path / 'out', label_topics=['/cam_rear/ground_truth/labels'])
+    assert summary['ground_truth']['source'].endswith('-> cam_rear')
+
+
+# -- damaged bags and bad requests ------------------------------------------------------------
+
+def _big_frames_bag(tmp_path, kind):
+    """12 frames of 320x240 raw rgb8 (230 kB each: several 1 MiB MCAP chunks)."""
+    store = bh.typestore(ros1=kind == 'ros1')
+    messages = []
+    for index in range(12):
+        stamp = bh.START_NS + index * bh.PERIOD_NS
+        messages.append(('/cam/image_raw', bh.image_msg(store, bh.frame(index, 240, 320), stamp),
+                         stamp))
+    if kind == 'ros1':
+        bag = bh.write_ros1(tmp_path / 'cut.bag', messages)
+        return bag, bag
+    bag = bh.write_rosbag2(tmp_path / 'cut', messages, storage=kind)
+    return bag, bh.storage_file(bag)
+
+
+@pytest.mark.parametrize('kind', ['mcap', 'sqlite3', 'ros1'])
+def test_truncated_bag_keeps_the_frames_before_the_cut_and_reports_partial(tmp_path, kind):
+    bag, data_file = _big_frames_bag(tmp_path, kind)
+    bh.cut(data_file, 0.6)
+    with pytest.raises(BagError) as raised:
+        evaluate(bag, tmp_path / 'out')
+    message = str(raised.value)
+    assert str(data_file) in message and 'partial output' in message
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    frames = metrics['frames']
+    assert metrics['status'] == 'partial' and 0 < frames < 12
+    assert metrics['error']
+    written = bh.read_bag(tmp_path / 'out' / 'cut_segmentation')
+    assert len(written['/cam/segmentation/labels']) == frames
+    assert len(written['/cam/segmentation/drivable_mask']) == frames
+    assert 'PARTIAL' in (tmp_path / 'out' / 'report.md').read_text()
+
+
+def test_truncated_bag_on_the_command_line_exits_non_zero_with_the_message(tmp_path, capsys):
+    bag, data_file = _big_frames_bag(tmp_path, 'mcap')
+    bh.cut(data_file, 0.6)
+    code = cli.main(['bag-eval', '--bag', str(bag), '--model', bh.model_path(), '--output',
+                     str(tmp_path / 'out'), '--no-progress'])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert 'damaged or cut short' in error and str(data_file) in error
+    assert (tmp_path / 'out' / 'report.html').is_file()
+
+
+def test_missing_topic_unsupported_type_and_no_images_are_clear_errors(tmp_path):
+    store = bh.typestore()
+    info = bh.camera_info_msg(store, 64, 48, bh.START_NS)
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=1) +
+                           [('/cam_front/camera_info', info, bh.START_NS)])
+    with pytest.raises(BagError, match=r'topic /nope is not in .*cam_front/image_raw'):
+        evaluate(bag, tmp_path / 'o1', topics=['/nope'])
+    with pytest.raises(BagError, match='holds sensor_msgs/msg/CameraInfo messages'):
+        evaluate(bag, tmp_path / 'o2', topics=['/cam_front/camera_info'])
+    only_info = bh.write_rosbag2(tmp_path / 'info_only', [('/cam/camera_info', info, 1)])
+    with pytest.raises(BagError, match='no camera image topics'):
+        evaluate(only_info, tmp_path / 'o3')
+    with pytest.raises(FileNotFoundError, match='bag not found'):
+        evaluate(tmp_path / 'absent', tmp_path / 'o4')
+    not_a_bag = tmp_path / 'notes.txt'
+    not_a_bag.write_text('hello')
+    with pytest.raises(BagError, match='not a bag'):
+        evaluate(not_a_bag, tmp_path / 'o5')
+
+
+def test_existing_output_bag_needs_overwrite(tmp_path):
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=1))
+    evaluate(bag, tmp_path / 'out')
+    with pytest.raises(BagError, match='exists already'):
+        evaluate(bag, tmp_path / 'out')
+    assert evaluate(bag, tmp_path / 'out', overwrite=True)['frames'] == 2
+    code = cli.main(['bag-eval', '--bag', str(bag), '--model', str(tmp_path / 'none.onnx'),
+                     '--output', str(tmp_path / 'o'), '--no-progress'])
+    assert code == 2
+
+
+def test_output_messages_deserialize_with_real_ros2_types(tmp_path):
+    """What `ros2 bag play` would publish: the bytes must be valid Humble CDR."""
+    from conftest import require_ros
+    require_ros()
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+    messages = bh.two_camera_messages(count=2)
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    evaluate(bag, tmp_path / 'out', copy_inputs=True)
+    with bh.open_bag_for_test(tmp_path / 'out' / 'in_segmentation') as source:
+        topics = ['/cam_rear/segmentation/labels', '/cam_rear/segmentation/color',
+                  '/cam_rear/image_raw/compressed']
+        seen = {}
+        for topic, _, _, raw in source.messages(topics):
+            kind = CompressedImage if topic.endswith('compressed') else Image
+            seen.setdefault(topic, []).append(deserialize_message(raw, kind))
+    labels = seen['/cam_rear/segmentation/labels'][1]
+    assert (labels.header.stamp.sec, labels.header.stamp.nanosec, labels.header.frame_id) == \
+        (bh.START_NS // 10 ** 9, bh.PERIOD_NS + 1000, 'rear')
+    pixels = np.frombuffer(bytes(labels.data), np.uint8).reshape(labels.height, labels.width)
+    np.testing.assert_array_equal(pixels, rm.expected_labels(bh.frame(1)))
+    assert seen['/cam_rear/segmentation/color'][0].encoding == 'rgb8'
+    assert seen['/cam_rear/image_raw/compressed'][0].format == 'png'
