@@ -13,7 +13,7 @@ import types
 import numpy as np
 import pytest
 
-from seg_perception.runtime import backends, tensorrt as trt_mod, trt_runner
+from seg_perception.runtime import backends, tensorrt as trt_mod, trt_backend, trt_runner
 from trt_helpers import ENV, frames, write_model
 
 
@@ -172,7 +172,7 @@ def test_tensorrt_backend_builds_once_then_uses_the_cache(qdq_model, tmp_path, m
                         lambda data, spec: trt_mod.DeserializedEngine(FakeEngine(), None))
     monkeypatch.setattr(trt_mod, 'import_tensorrt', lambda: FAKE_RUNTIME_TRT)
     monkeypatch.setattr(trt_runner, 'import_cudart', FakeCudart)
-    monkeypatch.setattr(backends, 'tensorrt_status', lambda: (True, 'fake GPU'))
+    monkeypatch.setattr(trt_backend, 'tensorrt_status', lambda: (True, 'fake GPU'))
     monkeypatch.setenv(trt_mod.SHAPES_ENV, '1x8x8/1x16x16/2x32x32')
     cache = str(tmp_path / 'engines')
     for _ in range(2):
