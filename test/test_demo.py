@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import bag_helpers as bh
+from no_torch import BLOCK_TORCH
 from seg_perception import cli, demo
 from seg_perception.model_info import default_model_path
 
@@ -18,18 +19,7 @@ FRONT = '/camera/front/image_raw/compressed'
 DASH = '/camera/dash/image_raw/compressed'
 
 # A fresh interpreter in which torch (and the export-only packages) cannot be imported.
-SCRIPT = textwrap.dedent('''
-    import importlib.abc, sys
-
-    BLOCKED = {'torch', 'torchvision', 'timm', 'onnx', 'onnxscript'}
-
-    class NotInstalled(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split('.')[0] in BLOCKED:
-                raise ImportError(f'No module named {name!r} (blocked by the test)')
-            return None
-
-    sys.meta_path.insert(0, NotInstalled())
+SCRIPT = BLOCK_TORCH + textwrap.dedent('''
     from seg_perception import cli
     code = cli.main(sys.argv[1:])
     loaded = sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED)

@@ -7,21 +7,12 @@ import textwrap
 import numpy as np
 
 import runtime_models as rm
+from no_torch import BLOCK_TORCH
 
 # Runs in a fresh interpreter where importing torch (and friends) fails, as on a
 # vehicle computer that has only the runtime dependencies installed.
-SCRIPT = textwrap.dedent('''
-    import importlib.abc, json, sys
-
-    BLOCKED = {'torch', 'torchvision', 'timm', 'onnx', 'onnxscript'}
-
-    class NotInstalled(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split('.')[0] in BLOCKED:
-                raise ImportError(f'No module named {name!r} (blocked by the test)')
-            return None
-
-    sys.meta_path.insert(0, NotInstalled())
+SCRIPT = BLOCK_TORCH + textwrap.dedent('''
+    import json
     try:
         import torch  # noqa: F401
         sys.exit('torch is importable: the blocker does not work')
