@@ -281,6 +281,9 @@ class Progress:
             self.bar = tqdm(total=total, initial=start, unit='it', dynamic_ncols=True,
                             desc='train')
         self.logger = logging.getLogger(PROGRESS_LOGGER)
+        # ROS 2 `launch`, once imported, makes every logger created later non-propagating;
+        # these lines must reach the handlers of 'seg_perception' (train.log) all the same.
+        self.logger.propagate = True
 
     def pause(self) -> None:
         """Called after a pause (validation, checkpoint): do not count it as step time."""
