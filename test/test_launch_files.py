@@ -6,6 +6,7 @@ for a set of arguments.
 """
 import ast
 import importlib.util
+import logging
 import os
 
 import pytest
@@ -14,6 +15,15 @@ import yaml
 from seg_perception.ros import params
 
 from conftest import require_ros
+
+
+@pytest.fixture(autouse=True)
+def plain_loggers_after_launch():
+    """Importing ROS 2 `launch` makes every logger created later a non-propagating
+    LaunchLogger; put the standard class back so later tests' logs reach caplog and files."""
+    yield
+    logging.setLoggerClass(logging.Logger)
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch')

@@ -101,7 +101,13 @@ def test_run_writes_checkpoints_logs_and_model_info(camvid_root, tiny, tmp_path)
     assert summary['finished'] and summary['iteration'] == 12
     for name in ('last.pt', 'best.pt', 'config.yaml', 'train.log', 'summary.json'):
         assert os.path.isfile(os.path.join(out, name)), name
-    assert any(n.startswith('events.out.tfevents') for n in os.listdir(out + '/tensorboard'))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(out + '/tensorboard').Reload()
+    assert {'train/loss', 'train/lr', 'val/mIoU', 'val_iou/road'} <= set(events.Tags()['scalars'])
+    assert [e.step for e in events.Scalars('val/mIoU')] == [4, 8, 12]
+    assert 'val_prediction/0' in events.Tags()['images']
+    picture = events.Images('val_prediction/0')[-1]
+    assert (picture.height, picture.width) == (48, 3 * 64)        # image | truth | prediction
     # Plain data only: torch.load with weights_only=True reads it.
     state = torch.load(os.path.join(out, 'last.pt'), map_location='cpu', weights_only=True)
     assert state['iteration'] == 12 and state['epoch'] == 4        # 3 steps per epoch
@@ -165,7 +171,9 @@ def test_cli_trains_with_overrides_and_resumes(camvid_root, tiny, tmp_path):
         """))
     out = str(tmp_path / 'run')
     argv = ['train', '--config', str(config_path), '--output', out]
-    assert cli.main(argv + ['train.max_iterations_this_run=3', 'optimizer.lr=0.02']) == 0
+    # --resume on a new run folder starts from scratch (one command for every job restart)
+    assert cli.main(argv + ['--resume', 'train.max_iterations_this_run=3',
+                            'optimizer.lr=0.02']) == 0
     assert load_checkpoint(out + '/last.pt')['iteration'] == 3
     # resume without --config: the run folder's config.yaml (with its overrides) is used
     assert cli.main(['train', '--output', out, '--resume']) == 0
@@ -267,6 +275,12 @@ def test_short_camvid_run_beats_stated_miou(tmp_path):
     summary = train(config, str(tmp_path / 'run'))
     print(f'short CamVid run ({root}): val mIoU {summary["best_miou"]:.3f}')
     assert summary['best_miou'] > SHORT_RUN_MIOU, summary['metrics']
+    # what export reads: the deployment size and the backbone's normalisation
+    info = load_checkpoint(summary['best_checkpoint'])['model_info']
+    assert info['input_size'] == [360, 480] and info['dataset'] == 'camvid'
+    assert info['mean'] == [0.5] * 3 and info['std'] == [0.5] * 3        # Lite0 weights
+    assert info['arch_config'] == {'backbone': 'efficientnet_lite0', 'pretrained': False,
+                                   'output_stride': 16, 'decoder': 'light'}
 
 
 # -- the pieces of the loop ---------------------------------------------------------
