@@ -280,7 +280,7 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
     from .report_tables import METRICS_JSON, atomic_write, metrics_json_text
     atomic_write(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
     atomic_write(os.path.join(output_dir, 'report.md'),
-                  markdown_report(result, pictures, overlay_paths, output_dir))
+                 markdown_report(result, pictures, overlay_paths, output_dir))
     atomic_write(os.path.join(output_dir, 'report.html'),
-                  html_report(result, pictures, overlay_paths))
+                 html_report(result, pictures, overlay_paths))
     return result
