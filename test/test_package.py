@@ -105,3 +105,12 @@ def test_ci_runs_the_test_command_written_in_readme():
     command = section.split('```bash\n', 1)[1].split('\n```', 1)[0].strip()
     assert 'pytest' in command
     assert command in (ROOT / '.ci' / 'run').read_text()
+
+
+def test_code_passes_flake8():
+    flake8 = shutil.which('flake8')
+    if flake8 is None:
+        pytest.skip('flake8 not installed')
+    result = subprocess.run([flake8, 'seg_perception', 'test', 'launch', 'tools', 'benchmarks',
+                             'setup.py'], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
