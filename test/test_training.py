@@ -135,6 +135,7 @@ def test_run_refuses_to_overwrite_a_previous_run(camvid_root, tiny, tmp_path):
         train(config, out)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(camvid_root, tiny, tmp_path):
     """Stopped mid-epoch, resumed (with a different worker count): same weights bit for bit.
 
