@@ -205,3 +205,15 @@ def test_a_quantised_file_runs_as_int8_on_the_cpu(tmp_path):
     assert (backend.run(batch)['labels'] == reference).mean() > 0.95
     with pytest.raises(ValueError, match='int8'):
         create_backend(quantised, 'onnxruntime', precision='fp16')
+
+
+def test_tensorrt_provider_int8_needs_qdq_nodes(monkeypatch):
+    """The TensorRT EP must never be asked for implicit (calibration-table) int8."""
+    path = rm.exported()
+    monkeypatch.setattr(onnxruntime, 'get_available_providers', lambda: [
+        'TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'])
+    with pytest.raises(ValueError, match=r'needs a quantised \(QDQ\) model; .* is fp32'):
+        create_backend(path, 'onnxruntime-tensorrt', precision='int8')
+    monkeypatch.setattr(backends, '_model_precision', lambda model_path: None)
+    with pytest.raises(ValueError, match='cannot be checked .* without the onnx package'):
+        create_backend(path, 'onnxruntime-tensorrt', precision='int8')

@@ -173,9 +173,12 @@ class OnnxRuntimeBackend(Backend):
                 f'ONNX Runtime {provider.upper()} runs the precision stored in the model file '
                 f'({file_precision} for {model_path}), not {precision}; for int8 quantise the '
                 'model (seg-perception quantize), for fp16 use a TensorRT backend')
-        if precision == 'int8' and file_precision not in ('int8', None):
-            # TensorRT builds int8 from explicit Q/DQ nodes only: no calibration here.
-            raise ValueError(f'int8 needs a quantised model; {model_path} is {file_precision} '
+        if precision == 'int8' and file_precision != 'int8':
+            # TensorRT builds int8 from explicit Q/DQ nodes only: without them the TensorRT EP
+            # would fall back to implicit calibration, which needs a table nobody made.
+            found = (f'is {file_precision}' if file_precision else
+                     'cannot be checked for Q/DQ nodes without the onnx package')
+            raise ValueError(f'int8 needs a quantised (QDQ) model; {model_path} {found} '
                              '(make one with seg-perception quantize)')
         self.threads = int(threads) if threads else default_num_threads()
         options = ort.SessionOptions()
