@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model_info import ModelInfo
+from .report_tables import make_readable
 
 LOG = logging.getLogger(__name__)
 # The dynamo exporter's own opset (TensorRT 10 parses it). For TensorRT 8.x, which stops at
@@ -266,6 +267,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str, *, opset: int = DE
     try:
         onnx.save(proto, temp_path)
         _check_runtime(temp_path, output_names)
+        make_readable(temp_path)
         os.replace(temp_path, path)
     finally:
         if os.path.exists(temp_path):

@@ -39,6 +39,17 @@ def _class_names_and_drivable(label_space):
     return list(names), list(getattr(label_space, 'drivable_ids', ()))
 
 
+def make_readable(path: str) -> None:
+    """Give a mkstemp file (0600) the mode a plain open() would have given it (0666 - umask).
+
+    Reports and models are for everyone who can read the folder (a model shipped in a
+    package, a report on a shared drive).
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write(path: str, text: str) -> None:
     """Write text to path through a temporary file and a rename (readers never see half)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -46,10 +57,7 @@ def atomic_write(path: str, text: str) -> None:
     try:
         with os.fdopen(handle, 'w', encoding='utf-8') as stream:
             stream.write(text)
-        # mkstemp creates the file 0600; a report is for everyone who can read the folder.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        make_readable(temporary)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

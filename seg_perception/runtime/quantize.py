@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..model_info import METADATA_PREFIX, load_model_info
+from ..report_tables import make_readable
 from . import quant_graph
 
 LOG = logging.getLogger(__name__)
@@ -308,6 +309,7 @@ def _save_checked(model, output_path: str) -> None:
             ort.InferenceSession(temp_path, providers=['CPUExecutionProvider'])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise QuantizeError(f'ONNX Runtime cannot load the quantised model: {exc}') from None
+        make_readable(temp_path)
         os.replace(temp_path, output_path)
     finally:
         if os.path.exists(temp_path):
