@@ -145,3 +145,13 @@ def test_fast_at_1080p_and_reuses_its_scratch_buffers():
     assert (out > 0).sum() > (labels == ROAD).sum()          # holes were filled
     _, _, stats, _ = cv2.connectedComponentsWithStats(255 - out, connectivity=8)
     assert stats[1:, cv2.CC_STAT_AREA].min() >= 500          # and none small is left
+
+
+def test_ego_region_survives_a_bonnet_partly_labelled_road():
+    """A bonnet reflects the road: patches of it come out as road, apart from the road."""
+    labels = scene()
+    labels[44:, 10:70] = CAR                      # the bonnet, bottom quarter and more
+    labels[56:, 30:45] = ROAD                     # a reflection on it, labelled road
+    mask = DrivableMasker([ROAD], keep_ego_region=True)(labels)
+    assert mask[30, 40] == 255                    # the road ahead is kept
+    assert mask[8, 10] == 0                       # the island far up still goes
