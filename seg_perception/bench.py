@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     report = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               'command': shlex.join(['seg-perception'] + sys.argv[1:]),
               'machine': _machine(), 'load_average': [load_before, load_after],
-              'model': built or model, 'settings': common, 'results': rows}
+              'model': built or _describe_model(model), 'settings': common, 'results': rows}
     print(_markdown_table(rows))
     for line in _summary(rows):
         print(line)
@@ -130,8 +130,9 @@ def _model_files(args, scratch: str):
         if not os.path.isfile(args.model):
             raise FileNotFoundError(f'model file not found: {args.model}')
         return args.model, args.checkpoint, None
-    if default_model_path() and not args.checkpoint:
-        return default_model_path(), None, None
+    if default_model_path():
+        # --checkpoint is then the default model's own training checkpoint (for --naive)
+        return default_model_path(), args.checkpoint, None
     import torch
 
     from .checkpoint import make_checkpoint, save_checkpoint
@@ -151,6 +152,19 @@ def _model_files(args, scratch: str):
                                  make_checkpoint(model, info))
     return path, checkpoint, ('DeepLabV3+ EfficientNet-Lite0 light decoder, 19 classes, '
                               'random weights, exported at 512x1024, network-resolution output')
+
+
+def _describe_model(path: str) -> str:
+    """'PATH (architecture, backbone, N classes of DATASET, network HxW, ... output)'."""
+    from .model_info import load_model_info
+    info = load_model_info(path)
+    parts = [info.architecture]
+    if info.arch_config.get('backbone'):
+        parts.append(str(info.arch_config['backbone']))
+    parts.append(f'{info.num_classes} classes' + (f' of {info.dataset}' if info.dataset else ''))
+    parts.append('network {}x{}'.format(*info.input_size))
+    parts.append(f'{info.output_resolution}-resolution output')
+    return f'{path} ({", ".join(parts)})'
 
 
 # -- one configuration, in its own process --------------------------------------
