@@ -112,6 +112,23 @@ def test_color_jitter_changes_image_only():
     assert not torch.allclose(jitter_image, plain_image)
 
 
+def test_color_jitter_takes_a_range_to_darken_towards_night():
+    image, label = block_scene(4)
+    cfg = {'augment': {'color_jitter': {'brightness': [0.15, 0.2]}}}
+    plain_image, _ = build_transforms({}, True, MEAN, STD)(image, label)
+    torch.manual_seed(0)
+    dark_image, _ = build_transforms(cfg, True, MEAN, STD)(image, label)
+    # back on the 0..1 scale: every pixel at 15-20% of its brightness
+    plain = plain_image * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
+    dark = dark_image * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
+    bright = plain > 0.2
+    ratio = dark[bright] / plain[bright]
+    assert 0.14 <= ratio.min() and ratio.max() <= 0.21
+    with pytest.raises(ValueError, match='color_jitter.brightness'):
+        build_transforms({'augment': {'color_jitter': {'brightness': [0.1, 0.2, 0.3]}}},
+                         True, MEAN, STD)
+
+
 def test_eval_transform_normalises_and_optionally_resizes():
     image = np.full((6, 8, 3), (0, 128, 255), np.uint8)
     label = np.arange(48, dtype=np.uint8).reshape(6, 8) % 5

@@ -120,7 +120,11 @@ def train_steps(augment: dict, mean, ignore_index: int) -> list:
         steps.append(v2.RandomHorizontalFlip(p=flip))
     jitter = augment.get('color_jitter') or {}
     _check_keys(jitter, JITTER_KEYS, 'augment.color_jitter')
-    jitter = {k: float(v) for k, v in jitter.items() if v}
+    # A number x means factors in [1 - x, 1 + x] (hue: [-x, x]); a pair [lo, hi] gives the
+    # range itself, e.g. brightness [0.15, 1.3] to darken frames towards night.
+    jitter = {k: (tuple(float(x) for x in _pair(v, f'augment.color_jitter.{k}'))
+                  if isinstance(v, (list, tuple)) else float(v))
+              for k, v in jitter.items() if v}
     if jitter:
         steps.append(v2.ColorJitter(**jitter))
     elastic = augment.get('elastic') or {}
