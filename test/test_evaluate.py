@@ -4,18 +4,29 @@ The model (see eval_models.py) predicts each pixel's class from its colour, so t
 expected confusion matrix is known from the synthetic images and masks alone.
 """
 import json
+import subprocess
+import sys
+import textwrap
 
 import cv2
 import numpy as np
 import pytest
 
 from eval_models import palette_arch  # noqa: F401 - the fixture, used by name
+from no_torch import BLOCK_TORCH
 from eval_models import (NAMES4, PALETTE4, PaletteNet, palette_info, run_cli,
                          save_palette_checkpoint, synthetic_folder)
 from seg_perception import metrics
 from seg_perception.evaluate import TorchPredictor, evaluate, evaluate_dataset
 from seg_perception.labels import LabelSpace
 from seg_perception.report_tables import REQUIRED_KEYS, write_metrics
+
+NO_TORCH_CLI = BLOCK_TORCH + textwrap.dedent('''
+    from seg_perception import cli
+    code = cli.main(sys.argv[1:])
+    print('BLOCKED-LOADED', sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))
+    sys.exit(code)
+''')
 
 
 @pytest.mark.usefixtures('palette_arch')
@@ -102,6 +113,26 @@ def test_evaluate_network_resolution_onnx_model_on_larger_frames(tmp_path):
     # labels come back at camera resolution: every labelled pixel is scored
     assert np.sum(result['confusion_matrix']) == expected.sum()
     assert result['miou'] > 0.6
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('palette_arch')
+def test_evaluate_onnx_model_where_torch_cannot_be_imported(tmp_path):
+    """A vehicle scores a model on its own recordings with the runtime dependencies alone."""
+    pytest.importorskip('seg_perception.runtime.pipeline')
+    from seg_perception.export import export_onnx
+    expected = synthetic_folder(tmp_path / 'data')
+    model_path = str(tmp_path / 'model.onnx')
+    export_onnx(PaletteNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path)
+    out = tmp_path / 'eval'
+    done = subprocess.run(
+        [sys.executable, '-c', NO_TORCH_CLI, 'evaluate', '--model', model_path, '--dataset',
+         'folder', '--root', str(tmp_path / 'data'), '--output', str(out)],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'BLOCKED-LOADED []' in done.stdout
+    result = json.loads((out / 'metrics.json').read_text())
+    np.testing.assert_array_equal(result['confusion_matrix'], expected)
 
 
 # -- errors ------------------------------------------------------------------------------

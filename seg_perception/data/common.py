@@ -16,8 +16,14 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
-import torch
-from torch.utils.data import Dataset
+
+try:
+    from torch.utils.data import Dataset
+except ImportError:
+    # A vehicle without torch still reads datasets: `evaluate --model` scores an ONNX
+    # model through the runtime pipeline. Only training needs torch's Dataset (and
+    # the tensors of default_to_tensor).
+    Dataset = object
 
 from ..labels import LabelSpace
 
@@ -179,6 +185,8 @@ def _short_list(values: np.ndarray, limit: int = 20) -> str:
 
 def default_to_tensor(image: np.ndarray, mask: np.ndarray):
     """Fallback transform: image float32 3×H×W on 0..1 (not normalised), mask int64 H×W."""
+    import torch
+
     image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
     return image_t, torch.from_numpy(mask.astype(np.int64))
 
