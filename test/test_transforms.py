@@ -129,6 +129,35 @@ def test_color_jitter_takes_a_range_to_darken_towards_night():
                          True, MEAN, STD)
 
 
+def test_low_light_darkens_mid_tones_more_than_lights_and_adds_noise():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[:, :20] = 100           # a mid-grey road
+    image[:, 20:] = 250           # a street light
+    label = np.zeros((40, 40), np.uint8)
+    label[:, 20:] = 1
+
+    def back_to_grey(tensor):
+        return (tensor * torch.tensor(STD)[:, None, None]
+                + torch.tensor(MEAN)[:, None, None]) * 255
+
+    cfg = {'augment': {'low_light': {'p': 1.0, 'gamma': [2.0, 2.0]}}}
+    dark, mask = build_transforms(cfg, True, MEAN, STD)(image, label)
+    grey = back_to_grey(dark)
+    # (100/255)^2 * 255 = 39.2 and (250/255)^2 * 255 = 245.1: shadows sink, lights stay
+    assert torch.allclose(grey[:, :, :20], torch.tensor(39.0), atol=0.6)
+    assert torch.allclose(grey[:, :, 20:], torch.tensor(245.0), atol=0.6)
+    assert torch.equal(mask, torch.from_numpy(label).long())
+    torch.manual_seed(1)
+    noisy = back_to_grey(build_transforms(
+        {'augment': {'low_light': {'p': 1.0, 'gamma': [2.0, 2.0], 'noise': 20}}},
+        True, MEAN, STD)(image, label)[0])
+    assert 0.5 < float((noisy[:, :, :20] - 39.2).std()) < 20
+    # p = 0 leaves the image as it is
+    same, _ = build_transforms({'augment': {'low_light': {'p': 0.0}}}, True, MEAN, STD)(
+        image, label)
+    assert torch.allclose(back_to_grey(same)[:, :, :20], torch.tensor(100.0), atol=0.6)
+
+
 def test_eval_transform_normalises_and_optionally_resizes():
     image = np.full((6, 8, 3), (0, 128, 255), np.uint8)
     label = np.arange(48, dtype=np.uint8).reshape(6, 8) % 5
@@ -160,6 +189,10 @@ def test_same_seed_same_result():
     ({'hflip': 2}, 'probability'),
     ({'color_jitter': {'gamma': 0.1}}, 'color_jitter: unknown keys'),
     ({'crop': [0, 10]}, 'positive'),
+    ({'low_light': {'gamma': [3.0, 1.5]}}, 'low_light.gamma'),
+    ({'low_light': {'p': 1.5}}, 'low_light.p'),
+    ({'low_light': {'noise': -1}}, 'low_light.noise'),
+    ({'low_light': {'dark': 1}}, 'low_light: unknown keys'),
     ({'pad_image': 'edge'}, 'pad_image'),
 ])
 def test_bad_augment_config_is_named(augment, message):

@@ -35,6 +35,8 @@ The ``data:`` section of a training config is a dict with these keys:
         pad_image: mean          # image padding colour: "mean" (0 after normalising) or "zero"
         hflip: 0.5               # horizontal flip probability
         color_jitter: {brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.0}
+                                 # a number x: factors 1-x..1+x; or a range [lo, hi]
+        low_light: {p: 0.25, gamma: [1.5, 3.0], noise: 6}   # night look: gamma + noise
         elastic: {alpha: 0, sigma: 0}   # elastic deformation (U-Net), alpha in pixels
 
     Masks are padded with the label space's ignore id and always resampled nearest.

@@ -7,8 +7,9 @@ photometric steps touch the image only. The last step returns plain tensors: the
 image float32 3×H×W normalised with (mean, std) on the 0..1 scale, the mask int64 H×W.
 
 Training order: random scale → random crop (padding the mask with the ignore id
-and the image with the mean colour or 0) → horizontal flip → colour jitter →
-elastic deformation (Ronneberger et al., U-Net, 2015) → to tensor + normalise.
+and the image with the mean colour or 0) → horizontal flip → colour jitter → low
+light (gamma + sensor noise) → elastic deformation (Ronneberger et al., U-Net, 2015)
+→ to tensor + normalise.
 Every step comes from the ``augment`` section of the data config (see
 :mod:`seg_perception.data`); evaluation is to tensor + normalise, optionally resized.
 """
@@ -22,7 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-AUGMENT_KEYS = ('scale', 'crop', 'pad_image', 'hflip', 'color_jitter', 'elastic')
+AUGMENT_KEYS = ('scale', 'crop', 'pad_image', 'hflip', 'color_jitter', 'low_light', 'elastic')
+LOW_LIGHT_KEYS = ('p', 'gamma', 'noise')
 JITTER_KEYS = ('brightness', 'contrast', 'saturation', 'hue')
 
 
@@ -76,6 +78,36 @@ class ToModelInput:
         return image.contiguous(), mask.as_subclass(torch.Tensor)[0].long()
 
 
+class LowLight:
+    """With probability ``p``, make the image look as if taken at night.
+
+    A gamma drawn from ``gamma`` (> 1 darkens the mid-tones and shadows while bright
+    lights stay bright, unlike a brightness factor that scales everything alike), then
+    Gaussian sensor noise with a standard deviation drawn from [0, ``noise``] grey
+    levels (a camera's high gain in the dark). The mask is untouched.
+    """
+
+    def __init__(self, p: float, gamma: Tuple[float, float], noise: float):
+        if not 0 <= p <= 1:
+            raise ValueError(f'augment.low_light.p: a probability in 0..1, got {p}')
+        if not 0 < gamma[0] <= gamma[1]:
+            raise ValueError(f'augment.low_light.gamma: need 0 < low <= high, got {gamma}')
+        if noise < 0:
+            raise ValueError(f'augment.low_light.noise: grey levels >= 0, got {noise}')
+        self.p, self.gamma, self.noise = float(p), gamma, float(noise)
+
+    def __call__(self, image, mask):
+        if float(torch.rand(())) >= self.p:
+            return image, mask
+        low, high = self.gamma
+        gamma = low + (high - low) * float(torch.rand(()))
+        dark = image.as_subclass(torch.Tensor).float().div_(255).pow_(gamma).mul_(255)
+        if self.noise > 0:
+            dark += torch.randn_like(dark) * (self.noise * float(torch.rand(())))
+        dark = dark.round_().clamp_(0, 255).to(torch.uint8)
+        return tv_tensors.wrap(dark, like=image), mask
+
+
 def _pair(value, key: str) -> Tuple[float, float]:
     if isinstance(value, (int, float)):
         return float(value), float(value)
@@ -127,6 +159,12 @@ def train_steps(augment: dict, mean, ignore_index: int) -> list:
               for k, v in jitter.items() if v}
     if jitter:
         steps.append(v2.ColorJitter(**jitter))
+    low_light = augment.get('low_light') or {}
+    _check_keys(low_light, LOW_LIGHT_KEYS, 'augment.low_light')
+    if low_light and float(low_light.get('p', 0.5)) > 0:
+        steps.append(LowLight(float(low_light.get('p', 0.5)),
+                              _pair(low_light.get('gamma', [1.5, 3.0]), 'augment.low_light.gamma'),
+                              float(low_light.get('noise', 0))))
     elastic = augment.get('elastic') or {}
     _check_keys(elastic, ('alpha', 'sigma'), 'augment.elastic')
     alpha, sigma = float(elastic.get('alpha') or 0), float(elastic.get('sigma') or 0)
