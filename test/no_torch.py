@@ -19,3 +19,11 @@ BLOCK_TORCH = textwrap.dedent('''
 
     sys.meta_path.insert(0, NotInstalled())
 ''')
+
+# `seg-perception ARGS...` in that interpreter; prints which blocked modules got loaded.
+NO_TORCH_CLI = BLOCK_TORCH + textwrap.dedent('''
+    from seg_perception import cli
+    code = cli.main(sys.argv[1:])
+    print('BLOCKED-LOADED', sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))
+    sys.exit(code)
+''')

@@ -4,13 +4,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import bag_helpers as bh
-from no_torch import BLOCK_TORCH
+from no_torch import NO_TORCH_CLI
 from seg_perception import cli, demo
 from seg_perception.model_info import default_model_path
 
@@ -19,13 +18,7 @@ FRONT = '/camera/front/image_raw/compressed'
 DASH = '/camera/dash/image_raw/compressed'
 
 # A fresh interpreter in which torch (and the export-only packages) cannot be imported.
-SCRIPT = BLOCK_TORCH + textwrap.dedent('''
-    from seg_perception import cli
-    code = cli.main(sys.argv[1:])
-    loaded = sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED)
-    print('BLOCKED-LOADED', loaded)
-    sys.exit(code)
-''')
+SCRIPT = NO_TORCH_CLI
 
 
 def test_sample_bag_holds_two_cameras_and_drivable_ground_truth():

@@ -6,27 +6,19 @@ expected confusion matrix is known from the synthetic images and masks alone.
 import json
 import subprocess
 import sys
-import textwrap
 
 import cv2
 import numpy as np
 import pytest
 
 from eval_models import palette_arch  # noqa: F401 - the fixture, used by name
-from no_torch import BLOCK_TORCH
+from no_torch import NO_TORCH_CLI
 from eval_models import (NAMES4, PALETTE4, PaletteNet, palette_info, run_cli,
                          save_palette_checkpoint, synthetic_folder)
 from seg_perception import metrics
 from seg_perception.evaluate import TorchPredictor, evaluate, evaluate_dataset
 from seg_perception.labels import LabelSpace
 from seg_perception.report_tables import REQUIRED_KEYS, write_metrics
-
-NO_TORCH_CLI = BLOCK_TORCH + textwrap.dedent('''
-    from seg_perception import cli
-    code = cli.main(sys.argv[1:])
-    print('BLOCKED-LOADED', sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))
-    sys.exit(code)
-''')
 
 
 @pytest.mark.usefixtures('palette_arch')
