@@ -90,6 +90,15 @@ def test_fill_small_holes_handles_masks_with_more_than_65535_components():
     assert mask.min() == 255
 
 
+def test_ego_region_handles_masks_with_more_than_65535_components():
+    mask = np.zeros((600, 600), np.uint8)
+    mask[::2, ::2] = 255                # 90 000 one-pixel drivable islands
+    keep_ego_component(mask)
+    kept = mask > 0
+    assert kept[400:, 200:400].sum() == 100 * 100      # every island at the bottom centre
+    assert not kept[:400].any() and not kept[:, :200].any() and not kept[:, 400:].any()
+
+
 def test_mask_at_another_size_equals_the_mask_of_the_upsampled_labels():
     small = scene(40, 60)
     small[30:32, 20:22] = CAR           # 4 px hole at the small size, 16 px upsampled

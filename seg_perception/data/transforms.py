@@ -161,9 +161,10 @@ def train_steps(augment: dict, mean, ignore_index: int) -> list:
         steps.append(v2.ColorJitter(**jitter))
     low_light = augment.get('low_light') or {}
     _check_keys(low_light, LOW_LIGHT_KEYS, 'augment.low_light')
-    if low_light and float(low_light.get('p', 0.5)) > 0:
-        steps.append(LowLight(float(low_light.get('p', 0.5)),
-                              _pair(low_light.get('gamma', [1.5, 3.0]), 'augment.low_light.gamma'),
+    chance = float(low_light.get('p', 0.5))
+    if low_light and chance > 0:
+        steps.append(LowLight(chance, _pair(low_light.get('gamma', [1.5, 3.0]),
+                                            'augment.low_light.gamma'),
                               float(low_light.get('noise', 0))))
     elastic = augment.get('elastic') or {}
     _check_keys(elastic, ('alpha', 'sigma'), 'augment.elastic')

@@ -110,7 +110,8 @@ class DrivableMasker:
         mask = self._buffer('mask', labels.shape, np.uint8) if resized else out
         cv2.LUT(labels, self._lut, dst=mask)
         if self.keep_ego_region:
-            keep_ego_component(mask, self.ego_width_fraction, self.ego_search_fraction)
+            keep_ego_component(mask, self.ego_width_fraction, self.ego_search_fraction,
+                               components=self._buffer('cc', mask.shape, np.uint16))
         if self.fill_holes_px:
             scale = labels.shape[0] * labels.shape[1] / float(size[0] * size[1])
             fill_small_holes(mask, max(1, int(round(self.fill_holes_px * scale))),
@@ -122,8 +123,21 @@ class DrivableMasker:
         return out
 
 
+def _components(binary: np.ndarray, connectivity: int, buffer: Optional[np.ndarray]):
+    """(count, component ids) of a 0/255 image; ids in ``buffer`` (uint16) when they fit.
+
+    16-bit ids reuse the caller's scratch buffer and let cv2.calcHist count areas (10×
+    faster than bincount); past 65535 components (a speckled mask) they are 32-bit.
+    """
+    try:
+        return cv2.connectedComponents(binary, buffer, connectivity, cv2.CV_16U)
+    except cv2.error:
+        return cv2.connectedComponents(binary, None, connectivity, cv2.CV_32S)
+
+
 def keep_ego_component(mask: np.ndarray, width_fraction: float = 1 / 3,
-                       search_fraction: float = 1 / 3) -> np.ndarray:
+                       search_fraction: float = 1 / 3,
+                       components: Optional[np.ndarray] = None) -> np.ndarray:
     """Keep only the drivable components that reach the bottom centre; in place.
 
     The bottom centre is the central ``width_fraction`` of the width in the bottom
@@ -131,17 +145,17 @@ def keep_ego_component(mask: np.ndarray, width_fraction: float = 1 / 3,
     there is kept. A region, not the lowest row: a visible bonnet often reflects the
     road and is labelled road in patches, and a seed taken only from those patches would
     drop the road ahead (seen on the comma10k frames). Nothing drivable there: the mask
-    becomes empty.
+    becomes empty. ``components``: an optional uint16 scratch buffer of the mask's size.
     """
     height, width = mask.shape
     half = max(1, int(round(width * width_fraction / 2)))
     x0, x1 = max(0, width // 2 - half), min(width, width // 2 + half)
     top = max(0, height - max(1, int(round(height * search_fraction))))
-    count, components = cv2.connectedComponents(mask, None, 4, cv2.CV_32S)
+    count, components = _components(mask, 4, components)
     keep = np.zeros(count, np.uint8)
-    keep[np.unique(components[top:, x0:x1])] = DRIVABLE
+    keep[components[top:, x0:x1]] = DRIVABLE    # every component with a pixel there
     keep[0] = 0                                  # component 0: the non-drivable pixels
-    np.take(keep, components, out=mask)
+    np.take(keep, components, out=mask, mode='clip')   # 'clip': no temporary copy
     return mask
 
 
@@ -157,12 +171,10 @@ def fill_small_holes(mask: np.ndarray, max_area_px: int,
     if max_area_px <= 0:
         return mask
     inverted = cv2.bitwise_not(mask, dst=inverted)
-    try:
-        # 16-bit component ids let cv2.calcHist count areas (10× faster than bincount).
-        count, components = cv2.connectedComponents(inverted, components, 8, cv2.CV_16U)
+    count, components = _components(inverted, 8, components)
+    if components.dtype == np.uint16:
         areas = cv2.calcHist([components], [0], None, [count], [0, count]).reshape(-1)
-    except cv2.error:    # more than 65535 components: a speckled mask
-        count, components = cv2.connectedComponents(inverted, None, 8, cv2.CV_32S)
+    else:
         areas = np.bincount(components.reshape(-1), minlength=count)
     if count <= 1:
         return mask
