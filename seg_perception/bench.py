@@ -108,10 +108,12 @@ def run(args: argparse.Namespace) -> int:
         load_before = os.getloadavg()
         rows = [_run_config(config) for config in configs]
         load_after = os.getloadavg()
+    from .model_info import load_model_info
     report = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
               'command': shlex.join(['seg-perception'] + sys.argv[1:]),
               'machine': _machine(), 'load_average': [load_before, load_after],
-              'model': built or _describe_model(model), 'settings': common, 'results': rows}
+              'model': built or f'{model} ({load_model_info(model).summary()})',
+              'settings': common, 'results': rows}
     print(_markdown_table(rows))
     for line in _summary(rows):
         print(line)
@@ -152,19 +154,6 @@ def _model_files(args, scratch: str):
                                  make_checkpoint(model, info))
     return path, checkpoint, ('DeepLabV3+ EfficientNet-Lite0 light decoder, 19 classes, '
                               'random weights, exported at 512x1024, network-resolution output')
-
-
-def _describe_model(path: str) -> str:
-    """'PATH (architecture, backbone, N classes of DATASET, network HxW, ... output)'."""
-    from .model_info import load_model_info
-    info = load_model_info(path)
-    parts = [info.architecture]
-    if info.arch_config.get('backbone'):
-        parts.append(str(info.arch_config['backbone']))
-    parts.append(f'{info.num_classes} classes' + (f' of {info.dataset}' if info.dataset else ''))
-    parts.append('network {}x{}'.format(*info.input_size))
-    parts.append(f'{info.output_resolution}-resolution output')
-    return f'{path} ({", ".join(parts)})'
 
 
 # -- one configuration, in its own process --------------------------------------

@@ -95,6 +95,18 @@ class ModelInfo:
                           tuple(tuple(c) for c in self.palette), tuple(self.drivable_ids),
                           self.ignore_index if self.ignore_index >= self.num_classes else 255)
 
+    def summary(self) -> str:
+        """One line for logs and reports: 'deeplabv3plus, efficientnet_lite0, 11 classes
+        of camvid, network 360x480, network-resolution output'."""
+        parts = [self.architecture]
+        if self.arch_config.get('backbone'):
+            parts.append(str(self.arch_config['backbone']))
+        of_dataset = f' of {self.dataset}' if self.dataset else ''
+        parts.append(f'{self.num_classes} classes{of_dataset}')
+        parts.append('network {}x{}'.format(*self.input_size))
+        parts.append(f'{self.output_resolution}-resolution output')
+        return ', '.join(parts)
+
     # -- (de)serialisation ---------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -71,6 +71,9 @@ def test_default_model_is_the_documented_artifact():
     assert tuple(info.input_size) == (360, 480)
     # labels at network resolution: the pipeline resizes them (the fast path of RESULTS.md)
     assert info.output_resolution == 'network'
+    # the one line that bench reports and build-engine prints
+    assert info.summary() == ('deeplabv3plus, efficientnet_lite0, 11 classes of camvid, '
+                              'network 360x480, network-resolution output')
 
 
 def test_default_model_finds_the_road_on_comma10k_frames():

@@ -388,7 +388,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     spec = cached.spec
     print(cached.path)
-    print(f'  model          {args.model} ({info.architecture}, {info.num_classes} classes)')
+    print(f'  model          {args.model} ({info.summary()})')
     on_dla = f' on DLA core {spec.dla_core}' if spec.dla_core is not None else ''
     print(f'  precision      {spec.precision}{on_dla}')
     print(f'  profiles       {", ".join(format_profile(p) for p in spec.profiles)} (NxHxW)')
