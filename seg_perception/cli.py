@@ -23,7 +23,7 @@ COMMANDS = {
     'class-weights': ('seg_perception.class_weights',
                       'compute class weights from training labels'),
     'quantize': ('seg_perception.runtime.quantize', 'INT8 post-training quantisation (QDQ)'),
-    'build-engine': ('seg_perception.runtime.tensorrt', 'build a TensorRT engine from ONNX'),
+    'build-engine': ('seg_perception.commands.build_engine', 'build a TensorRT engine from ONNX'),
     'bench': ('seg_perception.bench', 'benchmark the inference pipeline'),
     'bag-eval': ('seg_perception.bags', 'run a recorded bag through the pipeline'),
     'demo': ('seg_perception.demo', 'run the bundled sample bag through the default model'),
