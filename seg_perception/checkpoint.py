@@ -20,12 +20,12 @@ import inspect
 import os
 import pickle
 import re
-import tempfile
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
+from .files import replaced_atomically
 from .model_info import ModelInfo, ModelInfoError
 
 CHECKPOINT_FORMAT = 'seg_perception/checkpoint-1'
@@ -92,20 +92,8 @@ def save_checkpoint(path: Union[str, os.PathLike], state: Mapping[str, Any]) -> 
     state = _plain(dict(state), 'checkpoint')
     state['format'] = CHECKPOINT_FORMAT
     ModelInfo.from_dict(state['model_info'])      # refuse to write an unusable description
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.',
-                                         suffix='.tmp')
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    with replaced_atomically(path, durable=True) as temp_path:
+        torch.save(state, temp_path)
     return path
 
 

@@ -26,12 +26,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from .files import write_text
 
 LOGGER = logging.getLogger(__name__)
 METHODS = ('median_freq', 'enet')
@@ -164,12 +165,7 @@ def _read_cache(path: Path) -> dict:
 
 
 def _write_cache(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.class_weights-', suffix='.json')
-    with os.fdopen(fd, 'w') as handle:
-        json.dump(data, handle, indent=1)
-        handle.write('\n')
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    write_text(str(path), json.dumps(data, indent=1) + '\n')
 
 
 def cached_class_weights(dataset, method: str = 'median_freq', *, dataset_name: str,

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .files import replaced_atomically
 from .model_info import ModelInfo
-from .report_tables import make_readable
 
 LOG = logging.getLogger(__name__)
 # The dynamo exporter's own opset (TensorRT 10 parses it). For TensorRT 8.x, which stops at
@@ -261,17 +261,9 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str, *, opset: int = DE
                         f'network input {size[0]}x{size[1]}')
     _check_graph(proto, output_names)
 
-    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.',
-                                         suffix='.tmp')
-    os.close(handle)
-    try:
+    with replaced_atomically(path) as temp_path:
         onnx.save(proto, temp_path)
         _check_runtime(temp_path, output_names)
-        make_readable(temp_path)
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
     return info
 
 

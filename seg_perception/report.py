@@ -277,10 +277,11 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
     if scorer is not None and os.path.isfile(confusion):
         pictures['confusion'] = confusion
     # metrics.json again, with the per-camera metrics filled in
-    from .report_tables import METRICS_JSON, atomic_write, metrics_json_text
-    atomic_write(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
-    atomic_write(os.path.join(output_dir, 'report.md'),
-                 markdown_report(result, pictures, overlay_paths, output_dir))
-    atomic_write(os.path.join(output_dir, 'report.html'),
-                 html_report(result, pictures, overlay_paths))
+    from .files import write_text
+    from .report_tables import METRICS_JSON, metrics_json_text
+    write_text(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
+    write_text(os.path.join(output_dir, 'report.md'),
+               markdown_report(result, pictures, overlay_paths, output_dir))
+    write_text(os.path.join(output_dir, 'report.html'),
+               html_report(result, pictures, overlay_paths))
     return result

@@ -10,11 +10,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from .files import write_text
 from .metrics import ConfusionMatrix, nan_to_none, per_class_accuracy, summarize
 
 LOGGER = logging.getLogger(__name__)
@@ -37,32 +37,6 @@ def _class_names_and_drivable(label_space):
         raise TypeError(f'need a LabelSpace or ModelInfo for the class names, got '
                         f'{type(label_space).__name__}')
     return list(names), list(getattr(label_space, 'drivable_ids', ()))
-
-
-def make_readable(path: str) -> None:
-    """Give a mkstemp file (0600) the mode a plain open() would have given it (0666 - umask).
-
-    Reports and models are for everyone who can read the folder (a model shipped in a
-    package, a report on a shared drive).
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def atomic_write(path: str, text: str) -> None:
-    """Write text to path through a temporary file and a rename (readers never see half)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path))
-    try:
-        with os.fdopen(handle, 'w', encoding='utf-8') as stream:
-            stream.write(text)
-        make_readable(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def write_metrics(output_dir: str, confusion, label_space, extra: Optional[Dict] = None,
@@ -88,8 +62,8 @@ def write_metrics(output_dir: str, confusion, label_space, extra: Optional[Dict]
     result.update(extra or {})
     result = nan_to_none(result)
     os.makedirs(output_dir, exist_ok=True)
-    atomic_write(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
-    atomic_write(os.path.join(output_dir, METRICS_MD), markdown_report(result, matrix))
+    write_text(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
+    write_text(os.path.join(output_dir, METRICS_MD), markdown_report(result, matrix))
     if plot:
         try:
             plot_confusion(matrix, names, os.path.join(output_dir, CONFUSION_PNG),

@@ -29,10 +29,11 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..files import write_bytes
 
 LOG = logging.getLogger(__name__)
 
@@ -183,19 +184,7 @@ def cache_paths(cache_dir: str, model_path: str, spec: EngineSpec) -> EnginePath
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.',
-                                         suffix='.tmp')
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())      # the rename must not outrun the data (power loss)
-        os.replace(temp_path, path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
+    write_bytes(path, data, durable=True)      # the rename must not outrun the data
 
 
 def atomic_write_json(path: str, value: dict) -> None:

@@ -34,8 +34,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..files import replaced_atomically
 from ..model_info import METADATA_PREFIX, load_model_info
-from ..report_tables import make_readable
 from . import quant_graph
 
 LOG = logging.getLogger(__name__)
@@ -299,21 +299,12 @@ def _save_checked(model, output_path: str) -> None:
     """Write atomically after ONNX Runtime has opened the file."""
     import onnx
     import onnxruntime as ort
-    folder = os.path.dirname(os.path.abspath(output_path))
-    handle, temp_path = tempfile.mkstemp(dir=folder, suffix='.tmp',
-                                         prefix=f'.{os.path.basename(output_path)}.')
-    os.close(handle)
-    try:
+    with replaced_atomically(output_path) as temp_path:
         onnx.save(model, temp_path)
         try:
             ort.InferenceSession(temp_path, providers=['CPUExecutionProvider'])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise QuantizeError(f'ONNX Runtime cannot load the quantised model: {exc}') from None
-        make_readable(temp_path)
-        os.replace(temp_path, output_path)
-    finally:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
 
 
 def quantization_record(model_path: str) -> Optional[dict]:
