@@ -14,6 +14,7 @@ import time
 import pytest
 
 from seg_perception.runtime import engine_cache as ec
+from seg_perception.runtime.build_lock import BuildLock, LockTimeoutError
 
 ENV = {'trt_version': '10.3.0', 'gpu_name': 'NVIDIA Orin', 'compute_capability': '8.7'}
 PROFILE = ((1, 64, 64), (1, 720, 1280), (2, 1080, 1920))
@@ -309,9 +310,9 @@ def test_lock_held_too_long_is_a_clear_error(model, tmp_path):
     spec = ec.make_spec(model, 'fp16', [PROFILE], ENV)
     lock_path = ec.cache_paths(str(tmp_path), model, spec).lock
     builder = FakeBuilder()
-    with ec.BuildLock(lock_path):        # a separate open file: flock conflicts in-process too
+    with BuildLock(lock_path):        # a separate open file: flock conflicts in-process too
         started = time.monotonic()
-        with pytest.raises(ec.LockTimeoutError) as error:
+        with pytest.raises(LockTimeoutError) as error:
             get(model, tmp_path, builder, lock_timeout=0.3)
         assert 0.3 <= time.monotonic() - started < 5
     message = str(error.value)

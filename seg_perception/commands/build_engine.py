@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..runtime import engine_cache
+from ..runtime.build_lock import LockTimeoutError
 from ..runtime.engine_cache import Profile, format_profile, parse_profile
 from ..runtime.tensorrt import (CACHE_ENV, DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB,
                                 EngineBuildError, TensorRTUnavailable, ensure_engine,
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                                dla_core=args.dla_core, workspace_mb=args.workspace,
                                timing_cache=args.timing_cache, engine_path=args.output,
                                force=args.force, lock_timeout=args.lock_timeout)
-    except (TensorRTUnavailable, EngineBuildError, engine_cache.EngineCacheError) as exc:
+    except (TensorRTUnavailable, EngineBuildError, engine_cache.EngineCacheError,
+            LockTimeoutError) as exc:
         raise CommandError(str(exc)) from None
     spec = cached.spec
     print(cached.path)
