@@ -21,8 +21,8 @@ CAMVID_CLASSES = ['sky', 'building', 'pole', 'road', 'pavement', 'tree', 'sign_s
                   'fence', 'car', 'pedestrian', 'bicyclist']
 # Measured with the shipped model (benchmarks/DEFAULT_MODEL.md); a small margin for other
 # ONNX Runtime / OpenCV versions, which round resizes and JPEG decoding differently.
-DRIVABLE_IOU_MEASURED = 0.697
-INT8_DRIVABLE_IOU_MEASURED = 0.696
+DRIVABLE_IOU_MEASURED = 0.735
+INT8_DRIVABLE_IOU_MEASURED = 0.732
 
 
 def default_model():
@@ -82,9 +82,9 @@ def test_default_model_finds_the_road_on_comma10k_frames():
 
 
 def test_shipped_int8_model_keeps_the_drivable_area():
-    """INT8 loses no mIoU on CamVid val (benchmarks/INT8.md); on the comma10k frames, far from
-    CamVid, it changes 7-24% of the labels (mostly between classes both get wrong, such as
-    car and building on the night frames) but keeps the road as well."""
+    """INT8 loses a quarter of a point of mIoU on CamVid val (benchmarks/INT8.md); on the
+    comma10k frames, far from CamVid, it changes 2-27% of the labels (most on the two night
+    frames, between classes both get wrong) but keeps the road as well."""
     int8 = os.path.join(os.path.dirname(default_model()), 'default_model.cpu.int8.onnx')
     if not os.path.exists(int8):
         pytest.skip('no INT8 default model shipped (it lost a point or more of mIoU)')
