@@ -173,7 +173,10 @@ def _run_config(config: dict) -> dict:
     if done.returncode != 0 or not lines:
         message = (done.stderr.strip().splitlines() or ['failed'])[-1]
         return {'label': label, 'kind': config['kind'], 'error': message}
-    return dict(json.loads(lines[-1]), label=label, kind=config['kind'])
+    result = json.loads(lines[-1])
+    if config['kind'] == 'pipeline':    # the precision it ran at: an INT8 file runs as int8
+        label = _label(dict(config, precision=result['describe'].get('precision', 'fp32')))
+    return dict(result, label=label, kind=config['kind'])
 
 
 def _label(config: dict) -> str:

@@ -55,6 +55,22 @@ def test_bench_reports_pipeline_and_naive_side_by_side(tmp_path):
     assert '| pipeline onnxruntime-cpu fp32 |' in text
 
 
+def test_an_int8_model_is_reported_at_the_precision_it_runs(tmp_path):
+    """--precision names what to ask for (fp32 by default); a quantised file runs as int8,
+    and its row must say so."""
+    import os
+    from seg_perception.model_info import default_model_path
+    int8 = os.path.join(os.path.dirname(default_model_path()), 'default_model.cpu.int8.onnx')
+    if not os.path.exists(int8):
+        pytest.skip('no INT8 default model shipped')
+    report_path = tmp_path / 'int8.json'
+    assert main(['bench', '--model', int8, '--input-size', '60x80', '--iterations', '1',
+                 '--warmup', '0', '--backend', 'onnxruntime', '--output', str(report_path)]) == 0
+    (row,) = json.loads(report_path.read_text())['results']
+    assert row['label'] == 'pipeline onnxruntime int8'
+    assert row['describe']['precision'] == 'int8'
+
+
 def test_bench_refuses_unknown_choices(capsys):
     assert main(['bench', '--backend', 'openvino']) == 2
     assert "unknown backend 'openvino'" in capsys.readouterr().err

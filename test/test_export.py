@@ -1,4 +1,5 @@
 """The deployable ONNX graph: ONNX Runtime against PyTorch eager, dynamic shapes, metadata."""
+import dataclasses
 import os
 
 import numpy as np
@@ -106,6 +107,35 @@ def test_graph_interface(tmp_path, tiny):
     # preprocessing lives in the graph
     ops = {node.op_type for node in graph.node}
     assert {'Resize', 'Transpose', 'Cast', 'ArgMax'} <= ops
+
+
+def _normalisation_constant_shapes(path):
+    """Shapes of the constants of the graph's first Mul and Add (the normalisation)."""
+    graph = onnx.load(str(path)).graph
+    constants = {init.name: list(init.dims) for init in graph.initializer}
+    shapes = {}
+    for node in graph.node:
+        if node.op_type in ('Mul', 'Add') and node.op_type not in shapes:
+            shapes[node.op_type] = next(constants[name] for name in node.input
+                                        if name in constants)
+    return shapes
+
+
+def test_normalisation_is_per_channel_or_scalar_as_the_model_needs(tmp_path, tiny):
+    """ImageNet statistics need a constant per channel; equal ones (EfficientNet-Lite's 0.5)
+    become scalars, which ONNX Runtime's NHWC int8 kernels broadcast quickly; the labels
+    follow the torch preprocessing either way."""
+    model, info = tiny
+    uniform = dataclasses.replace(info, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    for description, expected_shape in ((info, [1, 3, 1, 1]), (uniform, [])):
+        path = tmp_path / f'tiny_{len(expected_shape)}.onnx'
+        export_onnx(model, description, str(path))
+        shapes = _normalisation_constant_shapes(path)
+        assert shapes == {'Mul': expected_shape, 'Add': expected_shape}
+        frames = smooth_frames(1, 50, 70, seed=3)
+        (labels,) = session(path).run(None, {'images': frames})
+        expected, _ = torch_reference(model, description, frames)
+        assert (labels == expected).mean() >= 0.999
 
 
 def test_confidence_is_the_rounded_max_softmax(tmp_path, tiny):
