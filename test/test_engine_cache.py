@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from seg_perception.files import write_bytes
 from seg_perception.runtime import engine_cache as ec
 from seg_perception.runtime.build_lock import BuildLock, LockTimeoutError
 
@@ -238,13 +239,13 @@ def test_failed_build_leaves_no_files_and_keeps_the_old_engine(model, tmp_path):
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / 'engine.bin'
-    ec.atomic_write_bytes(str(path), b'old engine')
+    write_bytes(str(path), b'old engine', durable=True)
 
     def crash(src, dst):
         raise OSError('disk full')
-    monkeypatch.setattr(ec.os, 'replace', crash)
+    monkeypatch.setattr(os, 'replace', crash)
     with pytest.raises(OSError, match='disk full'):
-        ec.atomic_write_bytes(str(path), b'new engine')
+        write_bytes(str(path), b'new engine', durable=True)
     assert path.read_bytes() == b'old engine' and os.listdir(tmp_path) == ['engine.bin']
 
 

@@ -58,6 +58,20 @@ def test_build_engine_without_tensorrt_is_one_clear_error(float_model, capsys, m
     assert 'pip install "seg_perception[tensorrt]"' in err and 'JetPack' in err
 
 
+def test_build_engine_reports_a_lock_held_too_long_in_one_line(
+        float_model, capsys, monkeypatch):
+    from seg_perception.commands import build_engine
+    from seg_perception.runtime.build_lock import LockTimeoutError
+
+    def held(*args, **kwargs):
+        raise LockTimeoutError('gave up after 3 s waiting for the build lock x.lock')
+    monkeypatch.setattr(build_engine, 'ensure_engine', held)
+    assert cli.main(['build-engine', '--model', float_model, '--lock-timeout', '3']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ('seg-perception build-engine: error: gave up after 3 s waiting for the '
+                   'build lock x.lock')
+
+
 @pytest.mark.parametrize('args, message', [
     (['--precision', 'int8'], 'seg-perception quantize'),
     (['--workspace', '0'], '--workspace'),

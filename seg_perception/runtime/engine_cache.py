@@ -175,14 +175,10 @@ def cache_paths(cache_dir: str, model_path: str, spec: EngineSpec) -> EnginePath
 
 # -- files --------------------------------------------------------------------------
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    write_bytes(path, data, durable=True)      # the rename must not outrun the data
-
-
 def atomic_write_json(path: str, value: dict) -> None:
-    """atomic_write_bytes of indented JSON."""
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + '\n').encode())
+    """Indented JSON written atomically and durably (files.write_bytes)."""
+    write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + '\n').encode(),
+                durable=True)
 
 
 def read_sidecar(path: str) -> dict:
@@ -326,7 +322,7 @@ def get_or_build_engine(model_path: str, precision: str,
         sidecar.update(extra_sidecar or {})
         # Engine first, sidecar last: a crash in between leaves a mismatch, never a
         # sidecar vouching for a half-written engine.
-        atomic_write_bytes(paths.engine, data)
+        write_bytes(paths.engine, data, durable=True)    # the rename must not outrun the data
         atomic_write_json(paths.sidecar, sidecar)
     return CachedEngine(paths.engine, spec, data, built=True, loaded=loaded,
                         build_seconds=seconds,

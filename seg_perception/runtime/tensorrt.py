@@ -26,6 +26,7 @@ import os
 import re
 from typing import List, Optional, Sequence, Tuple
 
+from ..files import write_bytes
 from . import engine_cache
 from .engine_cache import CachedEngine, EngineSpec, Profile, format_profile, parse_profile
 
@@ -258,7 +259,7 @@ def build_engine_bytes(model_path: str, spec: EngineSpec, *,
         raise EngineBuildError(f'TensorRT failed to build {model_path} at {spec.precision} '
                                '(its log above says why)')
     if cache is not None and timing_cache:
-        engine_cache.atomic_write_bytes(timing_cache, bytes(cache.serialize()))
+        write_bytes(timing_cache, bytes(cache.serialize()), durable=True)
     return bytes(serialized)
 
 
