@@ -20,9 +20,10 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import LabelInfo, VisionClass
 
@@ -238,30 +239,69 @@ class SegmentationNode(Node):
         return super().destroy_node()
 
 
+class StopSignals:
+    """SIGINT and SIGTERM ask the spin loop to end; they raise nothing.
+
+    rclpy's own handler (Humble) shuts the context down inside the signal handler
+    and lets Python raise KeyboardInterrupt wherever the main thread happens to
+    be: in the middle of an rclpy object's constructor that leaves a half-built
+    Task whose destructor prints a traceback, and the worker thread's next publish
+    fails on the dead context. Here a signal only sets a flag; the loop sees it
+    within one spin period, stops the worker, then shuts rclpy down.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = None
+        self._previous = {number: signal.signal(number, self._handle)
+                          for number in self.SIGNALS}
+
+    def _handle(self, number, _frame):
+        if self.received is None:
+            self.received = signal.Signals(number).name
+
+    def restore(self):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> None:
+    """Spin the node until a stop signal arrives or something shuts rclpy down."""
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        while stop.received is None and rclpy.ok(context=node.context):
+            executor.spin_once(timeout_sec=period_s)
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+
+
 def main(args=None) -> int:
     """Entry point of ``ros2 run seg_perception segmentation_node``; returns the exit code."""
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopSignals()
     node = None
     code = 0
     try:
         node = SegmentationNode()
         node.start()
-        rclpy.spin(node)
+        spin_until_stopped(node, stop)
+        if stop.received:
+            node.get_logger().info(f'{stop.received}: shutting down')
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as exc:
         code = 1
         print(f'[{NODE_NAME}] cannot start: {exc}', file=sys.stderr, flush=True)
-    except Exception:
-        if rclpy.ok():      # a real error; after Ctrl-C Humble rclpy raises from spin
-            raise
     finally:
-        # Ctrl-C in a terminal reaches the node twice under ros2 launch (the group
-        # signal and launch's forwarded one): a second one must not break the cleanup.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Further signals (Ctrl-C in a terminal reaches a node under ros2 launch
+        # twice: the group's and launch's forwarded one) only set the flag again.
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        stop.restore()
     return code
 
 
