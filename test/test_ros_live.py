@@ -386,6 +386,20 @@ def test_corrupt_model_file_fails_cleanly(ros, tmp_path):
     assert f'cannot start: cannot use model {broken}' in output and 'Traceback' not in output
 
 
+def test_stop_signals_record_the_first_signal_and_restore_the_handlers():
+    require_ros()
+    from seg_perception.ros.node import StopSignals
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopSignals()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)     # handled at the next bytecode: no exit
+        os.kill(os.getpid(), signal.SIGINT)      # a second signal keeps the first's name
+        assert stop.received == 'SIGTERM'
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
 def test_a_stop_signal_ends_the_node_cleanly_with_exit_code_0(ros, colour_model, sig):
     node = ros.launch('run', 'seg_perception', 'segmentation_node', '--ros-args',

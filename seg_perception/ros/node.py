@@ -263,7 +263,8 @@ class StopSignals:
 
     def restore(self):
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            if handler is not None:       # None: installed outside Python, cannot be put back
+                signal.signal(number, handler)
 
 
 def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> None:
