@@ -45,7 +45,7 @@ def make_random_models(folder: str, size, calibration: str, count: int):
     """Export DeepLabV3+/Lite0 (random weights) and quantise it for cpu and tensorrt."""
     import torch
     from seg_perception import models
-    from seg_perception.export import export_onnx
+    from seg_perception.deploy.export import export_onnx
     from seg_perception.labels import CAMVID
     from seg_perception.model_info import LITE0_MEAN, LITE0_STD, ModelInfo
     os.makedirs(folder, exist_ok=True)

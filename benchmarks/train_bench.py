@@ -27,9 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from seg_perception.config import load_config  # noqa: E402
 from seg_perception.data import build_dataset, build_transforms, \
     label_space_for_config  # noqa: E402
-from seg_perception.losses import build_loss  # noqa: E402
+from seg_perception.training.losses import build_loss  # noqa: E402
 from seg_perception.models import build_model  # noqa: E402
-from seg_perception.train_utils import build_optimizer, resolve_amp  # noqa: E402
+from seg_perception.training.utils import build_optimizer, resolve_amp  # noqa: E402
 
 
 def parse_size(text: str):

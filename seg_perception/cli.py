@@ -12,26 +12,22 @@ import logging
 import sys
 from typing import List, Optional
 
-from . import __version__
+from seg_perception import __version__
+from seg_perception.errors import SegPerceptionError
 
-# name -> (module, one-line help)
+# name -> one-line help; the command lives in seg_perception.commands.<name with _ for ->
 COMMANDS = {
-    'models': ('seg_perception.commands.models', 'list architectures with parameter counts'),
-    'export': ('seg_perception.export', 'export a checkpoint to the deployable ONNX graph'),
-    'train': ('seg_perception.training', 'train a model from a config file'),
-    'evaluate': ('seg_perception.evaluate', 'evaluate a checkpoint or ONNX model on a dataset'),
-    'class-weights': ('seg_perception.class_weights',
-                      'compute class weights from training labels'),
-    'quantize': ('seg_perception.runtime.quantize', 'INT8 post-training quantisation (QDQ)'),
-    'build-engine': ('seg_perception.commands.build_engine', 'build a TensorRT engine from ONNX'),
-    'bench': ('seg_perception.bench', 'benchmark the inference pipeline'),
-    'bag-eval': ('seg_perception.bags', 'run a recorded bag through the pipeline'),
-    'demo': ('seg_perception.demo', 'run the bundled sample bag through the default model'),
+    'models': 'list architectures with parameter counts',
+    'export': 'export a checkpoint to the deployable ONNX graph',
+    'train': 'train a model from a config file',
+    'evaluate': 'evaluate a checkpoint or ONNX model on a dataset',
+    'class-weights': 'compute class weights from training labels',
+    'quantize': 'INT8 post-training quantisation (QDQ)',
+    'build-engine': 'build a TensorRT engine from ONNX',
+    'bench': 'benchmark the inference pipeline',
+    'bag-eval': 'run a recorded bag through the pipeline',
+    'demo': 'run the bundled sample bag through the default model',
 }
-
-
-class CommandError(Exception):
-    """An error the user can fix; printed as one line, exit status 2."""
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -41,7 +37,7 @@ def _top_parser() -> argparse.ArgumentParser:
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for name, (_, help_text) in COMMANDS.items():
+    for name, help_text in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
@@ -58,7 +54,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if not argv else 2
     global_args = top.parse_args(argv[:index])
     name = argv[index]
-    module_name, help_text = COMMANDS[name]
+    module_name = 'seg_perception.commands.' + name.replace('-', '_')
+    help_text = COMMANDS[name]
     logging.basicConfig(level=logging.DEBUG if global_args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
     try:
@@ -76,9 +73,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv[index + 1:])
     try:
         return int(module.run(args) or 0)
-    except (CommandError, FileNotFoundError, ValueError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f'seg-perception {name}: error: {message}', file=sys.stderr)
+    except (SegPerceptionError, OSError) as exc:
+        # A problem the user can fix (a bad value, a missing or unwritable file): one line.
+        # Anything else is a bug in seg_perception and keeps its traceback.
+        print(f'seg-perception {name}: error: {exc}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'seg-perception {name}: interrupted', file=sys.stderr)

@@ -4,7 +4,7 @@ A config has eight sections::
 
     model:      architecture + the keyword arguments of models.build_model
     data:       dataset, root, crop/scale augmentation (read by seg_perception.data)
-    loss:       read by seg_perception.losses.build_loss (+ aux_weight, class_weights)
+    loss:       read by seg_perception.training.losses.build_loss (+ aux_weight, class_weights)
     optimizer:  name (sgd|adamw), lr, momentum, weight_decay, nesterov, backbone_lr_mult
     schedule:   poly LR (power), linear warmup, length in iterations or epochs
     train:      batch size, AMP, accumulation, checkpoint/eval cadence, workers, seed...
@@ -23,6 +23,8 @@ import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import yaml
+
+from seg_perception.errors import InvalidValueError
 
 SECTIONS = ('model', 'data', 'loss', 'optimizer', 'schedule', 'train', 'deploy')
 AMP_MODES = ('auto', 'off', 'fp16', 'bf16')
@@ -47,7 +49,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidValueError):
     """A config file, override or value that the training loop cannot use."""
 
 

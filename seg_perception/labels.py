@@ -11,6 +11,8 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
+from seg_perception.errors import InvalidValueError, UnknownNameError
+
 Color = Tuple[int, int, int]
 
 
@@ -27,17 +29,17 @@ class LabelSpace:
 
     def __post_init__(self):
         if len(self.class_names) < 2:
-            raise ValueError(f'label space {self.name!r}: needs at least 2 classes')
+            raise InvalidValueError(f'label space {self.name!r}: needs at least 2 classes')
         if len(self.palette) != len(self.class_names):
-            raise ValueError(
+            raise InvalidValueError(
                 f'label space {self.name!r}: {len(self.palette)} colours for '
                 f'{len(self.class_names)} classes')
         bad = [i for i in self.drivable_ids if not 0 <= i < len(self.class_names)]
         if bad:
-            raise ValueError(f'label space {self.name!r}: drivable ids {bad} out of range')
+            raise InvalidValueError(f'label space {self.name!r}: drivable ids {bad} out of range')
         if 0 <= self.ignore_index < len(self.class_names):
-            raise ValueError(f'label space {self.name!r}: ignore id {self.ignore_index} '
-                             'is also a class id')
+            raise InvalidValueError(f'label space {self.name!r}: ignore id {self.ignore_index} '
+                                    'is also a class id')
 
     @property
     def num_classes(self) -> int:
@@ -49,8 +51,8 @@ class LabelSpace:
         try:
             return lowered.index(name.lower())
         except ValueError:
-            raise KeyError(f'no class {name!r} in {self.name}; classes: '
-                           f'{", ".join(self.class_names)}') from None
+            raise UnknownNameError(f'no class {name!r} in {self.name}; classes: '
+                                   f'{", ".join(self.class_names)}') from None
 
     def with_drivable(self, ids_or_names: Sequence) -> 'LabelSpace':
         """Return a copy whose drivable classes are ``ids_or_names``."""
@@ -126,5 +128,5 @@ def get_label_space(name: str) -> LabelSpace:
     try:
         return LABEL_SPACES[name.lower()]
     except KeyError:
-        raise KeyError(f'unknown label space {name!r}; known: '
-                       f'{", ".join(sorted(LABEL_SPACES))}') from None
+        raise UnknownNameError(f'unknown label space {name!r}; known: '
+                               f'{", ".join(sorted(LABEL_SPACES))}') from None

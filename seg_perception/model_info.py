@@ -13,7 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .labels import LabelSpace
+from seg_perception.errors import InvalidValueError
+from seg_perception.labels import LabelSpace
 
 METADATA_PREFIX = 'seg_perception.'
 FORMAT_VERSION = 1
@@ -26,7 +27,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ModelInfoError(ValueError):
+class ModelInfoError(InvalidValueError):
     """A model file or checkpoint does not carry a usable description."""
 
 

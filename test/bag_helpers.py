@@ -129,8 +129,8 @@ def cut(path: Path, fraction: float) -> int:
 
 
 def read_bag(path):
-    """{topic: [(log_ns, message)]} of a bag, read with seg_perception.bag_io."""
-    from seg_perception.bag_io import open_bag
+    """{topic: [(log_ns, message)]} of a bag, read with seg_perception.replay.bag_io."""
+    from seg_perception.replay.bag_io import open_bag
     out = {}
     with open_bag(path, allow_salvage=False) as source:
         for topic, msgtype, log_ns, raw in source.messages(list(source.topics)):
@@ -144,8 +144,8 @@ def model_path() -> str:
 
 
 def open_bag_for_test(path):
-    """seg_perception.bag_io.open_bag without the salvage fallback (a test must see damage)."""
-    from seg_perception.bag_io import open_bag
+    """bag_io.open_bag without the salvage fallback (a test must see damage)."""
+    from seg_perception.replay.bag_io import open_bag
     return open_bag(path, allow_salvage=False)
 
 

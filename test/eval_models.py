@@ -60,7 +60,7 @@ def palette_info(names, palette, drivable=(0,), label_space='palette4', ignore=2
 
 
 def save_palette_checkpoint(path, info):
-    from seg_perception.checkpoint import make_checkpoint, save_checkpoint
+    from seg_perception.models.checkpoint import make_checkpoint, save_checkpoint
     model = PaletteNet(info.num_classes, info.palette).eval()
     save_checkpoint(str(path), make_checkpoint(model, info))
     return str(path)

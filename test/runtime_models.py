@@ -88,8 +88,8 @@ def build_colour_net(texture: float = 0.0):
 
 def export_colour_net(path: str, *, texture: float = 0.0, output_resolution: str = 'network',
                       with_confidence: bool = False) -> ModelInfo:
-    """Export a ColourNet to ``path`` with seg_perception.export.export_onnx."""
-    from seg_perception.export import export_onnx
+    """Export a ColourNet to ``path`` with seg_perception.deploy.export.export_onnx."""
+    from seg_perception.deploy.export import export_onnx
     model, info = build_colour_net(texture)
     return export_onnx(model, info, path, with_confidence=with_confidence,
                        output_resolution=output_resolution)
@@ -97,7 +97,7 @@ def export_colour_net(path: str, *, texture: float = 0.0, output_resolution: str
 
 def save_colour_checkpoint(path: str, texture: float = 0.0) -> str:
     """A seg_perception checkpoint of a ColourNet."""
-    from seg_perception.checkpoint import make_checkpoint, save_checkpoint
+    from seg_perception.models.checkpoint import make_checkpoint, save_checkpoint
     model, info = build_colour_net(texture)
     return save_checkpoint(path, make_checkpoint(model, info))
 

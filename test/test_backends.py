@@ -12,7 +12,8 @@ import pytest
 
 import runtime_models as rm
 from seg_perception.model_info import ModelInfoError
-from seg_perception.runtime import backends, trt_backend
+from seg_perception.runtime import backends
+from seg_perception.runtime.trt import backend as trt_backend
 from seg_perception.runtime.backends import create_backend, default_num_threads
 
 
@@ -72,12 +73,12 @@ def test_auto_picks_tensorrt_through_the_hook_when_it_is_usable(monkeypatch):
         calls.update(path=path, precision=precision, cache=engine_cache_dir, info=info)
         return FakeRunner()
 
-    fake = types.ModuleType('seg_perception.runtime.tensorrt')
+    fake = types.ModuleType('seg_perception.runtime.trt.engine')
     fake.tensorrt_available = lambda: (True, 'fake GPU')
     fake.load_engine_runner = load_engine_runner
-    import seg_perception.runtime as runtime_package
-    monkeypatch.setitem(sys.modules, 'seg_perception.runtime.tensorrt', fake)
-    monkeypatch.setattr(runtime_package, 'tensorrt', fake, raising=False)
+    import seg_perception.runtime.trt as trt_package
+    monkeypatch.setitem(sys.modules, 'seg_perception.runtime.trt.engine', fake)
+    monkeypatch.setattr(trt_package, 'engine', fake, raising=False)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, 'find_spec',
                         lambda name, *a: object() if name == 'tensorrt'

@@ -10,9 +10,9 @@ import yaml
 import bag_helpers as bh
 import runtime_models as rm
 from seg_perception import cli
-from seg_perception.bag_io import (BagError, camera_name, camera_namespace, open_bag,
-                                   output_topic)
-from seg_perception.bags import evaluate_bag
+from seg_perception.replay.bag_io import (BagError, camera_name, camera_namespace, open_bag,
+                                          output_topic)
+from seg_perception.replay.bag_eval import evaluate_bag
 
 
 def evaluate(bag, out, **kwargs):

@@ -9,8 +9,8 @@ from seg_perception.cli import main
 
 def tiny_unet(folder):
     """A registered architecture (the bench's workers rebuild it from its checkpoint)."""
-    from seg_perception.checkpoint import make_checkpoint, save_checkpoint
-    from seg_perception.export import export_onnx
+    from seg_perception.models.checkpoint import make_checkpoint, save_checkpoint
+    from seg_perception.deploy.export import export_onnx
     from seg_perception.models import build_model
     info = rm.colour_info()
     info.architecture, info.arch_config = 'unet', {'base_width': 4, 'depth': 2}

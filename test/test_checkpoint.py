@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny_seg_model import TINY_NAME, registered_tiny_model, seeded_tiny, tiny_info
 
-from seg_perception.checkpoint import (CHECKPOINT_FORMAT, CheckpointError,
-                                       build_model_from_checkpoint, load_checkpoint,
-                                       make_checkpoint, save_checkpoint)
+from seg_perception.models.checkpoint import (CHECKPOINT_FORMAT, CheckpointError,
+                                              build_model_from_checkpoint, load_checkpoint,
+                                              make_checkpoint, save_checkpoint)
 
 EXECUTED = []
 

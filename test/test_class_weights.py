@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg_perception import class_weights as cw
+from seg_perception.training import class_weights as cw
 from seg_perception.cli import main
 from seg_perception.data.camvid import CamVidDataset
 from seg_perception.labels import LabelSpace

@@ -9,7 +9,7 @@ import pytest
 from tiny_seg_model import TinySegmenter, registered_tiny_model, seeded_tiny, tiny_info
 
 from seg_perception import cli
-from seg_perception.checkpoint import make_checkpoint, save_checkpoint
+from seg_perception.models.checkpoint import make_checkpoint, save_checkpoint
 from seg_perception.model_info import load_model_info
 from seg_perception.models import list_models
 
@@ -114,7 +114,7 @@ def test_export_of_a_bad_checkpoint_is_one_clean_line(capsys, tmp_path, problem)
 
 
 def test_export_failure_is_one_clean_line(capsys, tmp_path, tiny_checkpoint, monkeypatch):
-    from seg_perception import export as export_module
+    from seg_perception.deploy import export as export_module
 
     def broken(*args, **kwargs):
         raise RuntimeError('unsupported operator')
@@ -147,7 +147,10 @@ def test_missing_third_party_module_names_the_extra(capsys, monkeypatch):
 
 
 def test_missing_part_of_seg_perception_is_not_blamed_on_extras(monkeypatch):
-    monkeypatch.setitem(cli.COMMANDS, 'models',
-                        ('seg_perception.no_such_module', 'broken on purpose'))
+    def broken_package(name):
+        raise ModuleNotFoundError("No module named 'seg_perception.no_such_module'",
+                                  name='seg_perception.no_such_module')
+
+    monkeypatch.setattr(cli.importlib, 'import_module', broken_package)
     with pytest.raises(ModuleNotFoundError, match='seg_perception.no_such_module'):
         cli.main(['models'])

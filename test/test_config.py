@@ -24,7 +24,7 @@ def test_every_dataset_has_a_shipped_config():
 @pytest.mark.parametrize('path', SHIPPED, ids=os.path.basename)
 def test_shipped_config_is_valid_and_documents_its_recipe(path):
     from seg_perception.data import label_space_for_config
-    from seg_perception.losses import build_loss
+    from seg_perception.training.losses import build_loss
     from seg_perception.models import list_models
 
     config = load_config(path)

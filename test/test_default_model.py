@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bag_helpers as bh
-from seg_perception import demo
+from seg_perception.commands import demo
 from seg_perception.model_info import default_model_path, load_model_info
 from seg_perception.runtime.pipeline import SegmentationPipeline
 

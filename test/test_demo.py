@@ -10,7 +10,8 @@ import pytest
 
 import bag_helpers as bh
 from no_torch import NO_TORCH_CLI
-from seg_perception import cli, demo
+from seg_perception import cli
+from seg_perception.commands import demo
 from seg_perception.model_info import default_model_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

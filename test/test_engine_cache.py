@@ -1,4 +1,4 @@
-"""The engine cache (seg_perception.runtime.engine_cache) with a fake builder: no TensorRT.
+"""The engine cache (seg_perception.runtime.trt.cache) with a fake builder: no TensorRT.
 
 The build function is injected, so these tests cover the keys, hits and misses,
 corruption and incompatibility detection, rebuilds, atomic writes and the build
@@ -14,8 +14,8 @@ import time
 import pytest
 
 from seg_perception.files import write_bytes
-from seg_perception.runtime import engine_cache as ec
-from seg_perception.runtime.build_lock import BuildLock, LockTimeoutError
+from seg_perception.runtime.trt import cache as ec
+from seg_perception.runtime.trt.lock import BuildLock, LockTimeoutError
 
 ENV = {'trt_version': '10.3.0', 'gpu_name': 'NVIDIA Orin', 'compute_capability': '8.7'}
 PROFILE = ((1, 64, 64), (1, 720, 1280), (2, 1080, 1920))
@@ -268,7 +268,7 @@ def test_crash_between_engine_and_sidecar_is_detected(model, tmp_path, monkeypat
 
 WORKER = textwrap.dedent('''
     import json, os, sys, time
-    from seg_perception.runtime import engine_cache as ec
+    from seg_perception.runtime.trt import cache as ec
     model, cache, log = sys.argv[1:4]
     ENV = {'trt_version': '10.3.0', 'gpu_name': 'NVIDIA Orin', 'compute_capability': '8.7'}
 

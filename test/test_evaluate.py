@@ -15,10 +15,10 @@ from eval_models import palette_arch  # noqa: F401 - the fixture, used by name
 from no_torch import NO_TORCH_CLI
 from eval_models import (NAMES4, PALETTE4, PaletteNet, palette_info, run_cli,
                          save_palette_checkpoint, synthetic_folder)
-from seg_perception import metrics
-from seg_perception.evaluate import TorchPredictor, evaluate, evaluate_dataset
+from seg_perception.evaluation import metrics
+from seg_perception.evaluation.evaluate import TorchPredictor, evaluate, evaluate_dataset
 from seg_perception.labels import LabelSpace
-from seg_perception.report_tables import REQUIRED_KEYS, write_metrics
+from seg_perception.evaluation.tables import REQUIRED_KEYS, write_metrics
 
 
 @pytest.mark.usefixtures('palette_arch')
@@ -75,7 +75,7 @@ def test_slide_mode_scales_and_flip_and_saved_predictions(tmp_path):
 @pytest.mark.usefixtures('palette_arch')
 def test_evaluate_onnx_model_through_the_pipeline(tmp_path):
     pytest.importorskip('seg_perception.runtime.pipeline')
-    from seg_perception.export import export_onnx
+    from seg_perception.deploy.export import export_onnx
     expected = synthetic_folder(tmp_path / 'data')
     info = palette_info(NAMES4, PALETTE4)
     model_path = str(tmp_path / 'model.onnx')
@@ -93,7 +93,7 @@ def test_evaluate_onnx_model_through_the_pipeline(tmp_path):
 @pytest.mark.usefixtures('palette_arch')
 def test_evaluate_network_resolution_onnx_model_on_larger_frames(tmp_path):
     pytest.importorskip('seg_perception.runtime.pipeline')
-    from seg_perception.export import export_onnx
+    from seg_perception.deploy.export import export_onnx
     expected = synthetic_folder(tmp_path / 'data', count=2, shape=(45, 77))
     model_path = str(tmp_path / 'model.onnx')
     export_onnx(PaletteNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path,
@@ -112,7 +112,7 @@ def test_evaluate_network_resolution_onnx_model_on_larger_frames(tmp_path):
 def test_evaluate_onnx_model_where_torch_cannot_be_imported(tmp_path):
     """A vehicle scores a model on its own recordings with the runtime dependencies alone."""
     pytest.importorskip('seg_perception.runtime.pipeline')
-    from seg_perception.export import export_onnx
+    from seg_perception.deploy.export import export_onnx
     expected = synthetic_folder(tmp_path / 'data')
     model_path = str(tmp_path / 'model.onnx')
     export_onnx(PaletteNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path)

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from tiny_seg_model import seeded_tiny, tiny_info
 
-from seg_perception import export as export_module
-from seg_perception.export import ExportError, export_onnx
+from seg_perception.deploy import export as export_module
+from seg_perception.deploy.export import ExportError, export_onnx
 from seg_perception.model_info import load_model_info
 from seg_perception.models import build_model, list_models
 

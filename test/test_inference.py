@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from seg_perception.inference import (predict_logits, sliding_window_logits, to_model_input,
-                                      window_starts)
+from seg_perception.evaluation.inference import (predict_logits, sliding_window_logits,
+                                                 to_model_input, window_starts)
 
 
 class Recorder(nn.Module):

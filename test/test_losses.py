@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from seg_perception.losses import (BoundaryWeightedCrossEntropyLoss, CrossEntropyLoss,
-                                   DiceLoss, OhemCrossEntropyLoss, boundary_weight_map,
-                                   build_loss)
+from seg_perception.training.losses import (BoundaryWeightedCrossEntropyLoss, CrossEntropyLoss,
+                                            DiceLoss, OhemCrossEntropyLoss, boundary_weight_map,
+                                            build_loss)
 
 LN3 = math.log(3.0)
 

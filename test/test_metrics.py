@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from seg_perception import metrics
-from seg_perception.metrics import ConfusionMatrix
+from seg_perception.evaluation import metrics
+from seg_perception.evaluation.metrics import ConfusionMatrix
 
 # rows = ground truth, columns = prediction; class 3 appears nowhere
 MATRIX = np.array([[5, 1, 0, 0],
@@ -153,8 +153,9 @@ def test_all_reduce_sums_over_processes(tmp_path):
         assert tensor == [[2, 2], [2, 2]]
 
 
-@pytest.mark.parametrize('module', ['seg_perception.metrics', 'seg_perception.report_tables',
-                                    'seg_perception.evaluate'])
+@pytest.mark.parametrize('module', ['seg_perception.evaluation.metrics',
+                                    'seg_perception.evaluation.tables',
+                                    'seg_perception.evaluation.evaluate'])
 def test_metric_modules_do_not_import_torch(module):
     # bag-eval on the vehicle reuses them without torch installed
     code = f'import sys, {module}; sys.exit(1 if "torch" in sys.modules else 0)'

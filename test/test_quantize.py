@@ -1,4 +1,4 @@
-"""INT8 post-training quantisation (seg_perception.runtime.quantize) on a small real export.
+"""INT8 post-training quantisation (seg_perception.deploy.quantize) on a small real export.
 
 A small U-Net (random weights, classifier made zero-mean so that its labels vary
 over the image instead of one class winning everywhere) is exported with
@@ -16,7 +16,7 @@ from seg_perception import cli
 from seg_perception.model_info import LITE0_MEAN, LITE0_STD, ModelInfo, load_model_info
 from seg_perception.model_info import read_onnx_metadata
 from seg_perception.labels import CAMVID
-from seg_perception.runtime import quant_graph, quantize
+from seg_perception.deploy import quant_graph, quantize
 
 NETWORK_SIZE = (48, 64)
 AGREEMENT_FLOOR = 0.90
@@ -52,7 +52,7 @@ def write_scenes(folder, count, seed):
 def export_small_unet(path):
     import torch
     from seg_perception import models
-    from seg_perception.export import export_onnx
+    from seg_perception.deploy.export import export_onnx
     torch.manual_seed(0)
     config = {'base_width': 8, 'depth': 2}
     model = models.build_model('unet', CAMVID.num_classes, **config).eval()

@@ -8,9 +8,9 @@ import pytest
 
 import bag_helpers as bh
 import runtime_models as rm
-from seg_perception import report
-from seg_perception.bags import evaluate_bag
-from seg_perception.report_tables import REQUIRED_KEYS
+from seg_perception.replay import report
+from seg_perception.replay.bag_eval import evaluate_bag
+from seg_perception.evaluation.tables import REQUIRED_KEYS
 
 
 @pytest.fixture(scope='module')

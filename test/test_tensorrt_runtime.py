@@ -1,4 +1,4 @@
-"""seg_perception.runtime.tensorrt (and trt_graph) without TensorRT.
+"""seg_perception.runtime.trt.engine (and trt_graph) without TensorRT.
 
 TensorRT and a GPU are not available in CI, so the TensorRT 10 builder calls are
 exercised against a recording stand-in of the documented API (``fake_trt``). What
@@ -15,7 +15,7 @@ import onnx
 import pytest
 
 from seg_perception import cli
-from seg_perception.runtime import engine_cache, tensorrt as trt_mod, trt_graph
+from seg_perception.runtime.trt import cache as engine_cache, engine as trt_mod, graph as trt_graph
 from trt_helpers import ENV, frames, write_model
 
 
@@ -61,7 +61,7 @@ def test_build_engine_without_tensorrt_is_one_clear_error(float_model, capsys, m
 def test_build_engine_reports_a_lock_held_too_long_in_one_line(
         float_model, capsys, monkeypatch):
     from seg_perception.commands import build_engine
-    from seg_perception.runtime.build_lock import LockTimeoutError
+    from seg_perception.runtime.trt.lock import LockTimeoutError
 
     def held(*args, **kwargs):
         raise LockTimeoutError('gave up after 3 s waiting for the build lock x.lock')

@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from seg_perception import cli
-from seg_perception.checkpoint import build_model_from_checkpoint, load_checkpoint
+from seg_perception.models.checkpoint import build_model_from_checkpoint, load_checkpoint
 from seg_perception.config import load_config
 from seg_perception.labels import CAMVID
-from seg_perception.training import train
+from seg_perception.training.run import train
 
 TEST_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TEST_DIR)
@@ -287,7 +287,7 @@ def test_short_camvid_run_beats_stated_miou(tmp_path):
 # -- the pieces of the loop ---------------------------------------------------------
 
 def test_poly_schedule_with_warmup():
-    from seg_perception.train_utils import PolyWithWarmup
+    from seg_perception.training.utils import PolyWithWarmup
     schedule = PolyWithWarmup(100, power=0.9, warmup_iterations=10, warmup_factor=0.1)
     assert schedule(0) == pytest.approx(0.1)
     assert schedule(5) == pytest.approx((1 - 0.05) ** 0.9 * 0.55)
@@ -297,7 +297,7 @@ def test_poly_schedule_with_warmup():
 
 
 def test_sampler_shards_one_permutation_and_resumes_mid_epoch():
-    from seg_perception.train_utils import ResumableSampler
+    from seg_perception.training.utils import ResumableSampler
     data = list(range(10))
     single = ResumableSampler(data, 1, 0, seed=3)
     single.set_epoch(2)
@@ -316,8 +316,8 @@ def test_sampler_shards_one_permutation_and_resumes_mid_epoch():
 
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
     import random
-    from seg_perception.checkpoint import save_checkpoint
-    from seg_perception.train_utils import capture_rng, restore_rng
+    from seg_perception.models.checkpoint import save_checkpoint
+    from seg_perception.training.utils import capture_rng, restore_rng
     from tiny_seg_model import seeded_tiny, tiny_info
     torch.manual_seed(1)
     np.random.seed(2)
@@ -335,7 +335,7 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
 
 
 def test_amp_modes_on_the_cpu(caplog):
-    from seg_perception.train_utils import cpu_supports_bf16, resolve_amp
+    from seg_perception.training.utils import cpu_supports_bf16, resolve_amp
     cpu = torch.device('cpu')
     assert resolve_amp('off', cpu) == (None, False, 'fp32')
     bf16 = cpu_supports_bf16()
@@ -368,7 +368,7 @@ def test_resume_can_extend_the_schedule(camvid_root, tiny, tmp_path):
 
 
 def test_diverging_loss_stops_with_a_clear_error(camvid_root, tiny, tmp_path):
-    from seg_perception.trainer import TrainingDiverged
+    from seg_perception.training.trainer import TrainingDiverged
     config = tiny_config(camvid_root, optimizer={'lr': 1e12}, schedule={'iterations': 12,
                          'warmup_iterations': 0}, train={'amp': 'off', 'eval_every': 100})
     with pytest.raises(TrainingDiverged,

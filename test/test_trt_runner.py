@@ -1,4 +1,4 @@
-"""The TensorRT engine runner (seg_perception.runtime.trt_runner) and the backend wiring,
+"""The TensorRT engine runner (seg_perception.runtime.trt.runner) and the backend wiring,
 without TensorRT or a GPU.
 
 ``FakeEngine``/``FakeContext`` model TensorRT 10's tensor API (named I/O tensors,
@@ -13,7 +13,9 @@ import types
 import numpy as np
 import pytest
 
-from seg_perception.runtime import backends, tensorrt as trt_mod, trt_backend, trt_runner
+from seg_perception.runtime import backends
+from seg_perception.runtime.trt import (backend as trt_backend, engine as trt_mod, runner as
+                                        trt_runner)
 from trt_helpers import ENV, frames, write_model
 
 

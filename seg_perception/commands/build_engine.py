@@ -1,18 +1,19 @@
 """``seg-perception build-engine``: build (or find in the cache) a TensorRT engine.
 
-The command-line shell over :mod:`seg_perception.runtime.tensorrt`; see there for the
+The command-line shell over :mod:`seg_perception.runtime.trt.engine`; see there for the
 cache, the key and how engines are built.
 """
 from __future__ import annotations
 
 import argparse
 
-from ..runtime import engine_cache
-from ..runtime.build_lock import LockTimeoutError
-from ..runtime.engine_cache import Profile, format_profile, parse_profile
-from ..runtime.tensorrt import (CACHE_ENV, DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB,
-                                EngineBuildError, TensorRTUnavailable, ensure_engine,
-                                resolve_precision)
+from seg_perception.errors import InvalidValueError
+from seg_perception.runtime.trt import cache as engine_cache
+from seg_perception.runtime.trt.lock import LockTimeoutError
+from seg_perception.runtime.trt.cache import Profile, format_profile, parse_profile
+from seg_perception.runtime.trt.engine import (CACHE_ENV, DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB,
+                                               EngineBuildError, TensorRTUnavailable, ensure_engine,
+                                               resolve_precision)
 
 
 def _profile_arg(text: str) -> Profile:
@@ -53,13 +54,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build (or find) the engine; print its path and a summary."""
-    from ..cli import CommandError
-    from ..model_info import load_model_info
+    from seg_perception.errors import CommandError
+    from seg_perception.model_info import load_model_info
     info = load_model_info(args.model)       # missing file / foreign model: clear errors
     if args.workspace < 1:
-        raise ValueError(f'--workspace must be at least 1 MB, got {args.workspace}')
+        raise InvalidValueError(f'--workspace must be at least 1 MB, got {args.workspace}')
     if args.dla_core is not None and args.dla_core < 0:
-        raise ValueError(f'--dla-core must be >= 0, got {args.dla_core}')
+        raise InvalidValueError(f'--dla-core must be >= 0, got {args.dla_core}')
     precision = resolve_precision(args.model, args.precision, strict=True)
     try:
         cached = ensure_engine(args.model, precision, args.shapes, args.cache_dir,

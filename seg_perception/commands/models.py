@@ -5,6 +5,8 @@ import argparse
 import json
 from typing import Dict, List
 
+from seg_perception.errors import InvalidValueError
+
 
 def describe_models(num_classes: int = 19) -> List[Dict]:
     """One row per architecture at its default settings: name, parameters, size multiple.
@@ -13,8 +15,8 @@ def describe_models(num_classes: int = 19) -> List[Dict]:
     """
     import torch
 
-    from ..checkpoint import offline_config
-    from ..models import build_model, list_models
+    from seg_perception.models.checkpoint import offline_config
+    from seg_perception.models import build_model, list_models
     rows = []
     for name in list_models():
         config = offline_config(name, {})
@@ -47,7 +49,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the table (or JSON); exit status 1 if any architecture failed to build."""
     if args.num_classes < 2:
-        raise ValueError(f'--num-classes must be at least 2, got {args.num_classes}')
+        raise InvalidValueError(f'--num-classes must be at least 2, got {args.num_classes}')
     rows = describe_models(args.num_classes)
     if args.json:
         print(json.dumps({'num_classes': args.num_classes, 'models': rows}, indent=2))

@@ -45,9 +45,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..labels import CAMVID, CITYSCAPES, BDD100K_DRIVABLE, LabelSpace, get_label_space
-from .common import (CorruptFileError, DatasetError, LabelValueError, MissingDataError,
-                     SegmentationDataset)
+from seg_perception.errors import InvalidValueError
+from seg_perception.labels import CAMVID, CITYSCAPES, BDD100K_DRIVABLE, LabelSpace, get_label_space
+from seg_perception.data.common import (CorruptFileError, DatasetError, LabelValueError,
+                                        MissingDataError, SegmentationDataset)
 
 __all__ = ['build_dataset', 'build_transforms', 'label_space_for_config', 'DATASETS',
            'SegmentationDataset', 'DatasetError', 'MissingDataError', 'LabelValueError',
@@ -67,10 +68,10 @@ _FOLDER_KEYS = ('image_dir', 'mask_dir', 'mask_suffix', 'id_map')
 
 def _dataset_name(cfg: dict) -> str:
     if not isinstance(cfg, dict) or 'dataset' not in cfg:
-        raise ValueError('data config needs a "dataset" key; one of: ' + ', '.join(DATASETS))
+        raise InvalidValueError('data config needs a "dataset" key; one of: ' + ', '.join(DATASETS))
     name = str(cfg['dataset']).lower()
     if name not in DATASETS:
-        raise ValueError(f'unknown dataset {cfg["dataset"]!r}; known: {", ".join(DATASETS)}')
+        raise InvalidValueError(f'unknown dataset {cfg["dataset"]!r}; known: {", ".join(DATASETS)}')
     return name
 
 
@@ -81,9 +82,9 @@ def label_space_for_config(cfg: dict) -> LabelSpace:
     if space is None:
         given = cfg.get('label_space')
         if given is None:
-            raise ValueError('dataset "folder" needs a "label_space" (a name such as camvid, '
-                             'or a dict with name, class_names, palette, drivable_ids, '
-                             'ignore_index)')
+            raise InvalidValueError('dataset "folder" needs a "label_space" (a name such as '
+                                    'camvid, or a dict with name, class_names, palette, '
+                                    'drivable_ids, ignore_index)')
         space = get_label_space(given) if isinstance(given, str) else LabelSpace.from_dict(given)
     if cfg.get('drivable_classes') is not None:
         space = space.with_drivable(cfg['drivable_classes'])
@@ -107,7 +108,7 @@ def build_dataset(cfg: dict, split: str, transform=None) -> SegmentationDataset:
 
     name = _dataset_name(cfg)
     if not cfg.get('root'):
-        raise ValueError(f'data config for {name!r} needs a "root" folder')
+        raise InvalidValueError(f'data config for {name!r} needs a "root" folder')
     module_name, class_name, _ = DATASETS[name]
     cls = getattr(importlib.import_module(f'{__name__}.{module_name}'), class_name)
     kwargs = dict(split=resolve_split(cfg, split), transform=transform,
@@ -122,7 +123,7 @@ def build_dataset(cfg: dict, split: str, transform=None) -> SegmentationDataset:
 
 def build_transforms(cfg: dict, train: bool, mean, std, ignore_index: Optional[int] = None):
     """The paired (image, mask) transform of a ``data:`` config; see :mod:`.transforms`."""
-    from .transforms import build_transforms as _build
+    from seg_perception.data.transforms import build_transforms as _build
 
     if ignore_index is None:
         ignore_index = label_space_for_config(cfg).ignore_index

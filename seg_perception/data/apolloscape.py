@@ -30,9 +30,10 @@ import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..labels import CITYSCAPES
-from .common import LabelMapper, MissingDataError, SegmentationDataset, list_images, \
-    pair_or_fail
+from seg_perception.errors import InvalidValueError
+from seg_perception.labels import CITYSCAPES
+from seg_perception.data.common import (LabelMapper, MissingDataError, SegmentationDataset,
+                                        list_images, pair_or_fail)
 
 # (ApolloScape class name, ApolloScape id, Cityscapes trainId or None = ignore).
 # Ids from the ApolloScape scene parsing class list (apolloscape.auto, and the label
@@ -97,7 +98,7 @@ def _parse_list_line(line: str) -> Tuple[str, str]:
         match = re.match(r'^(.+?\.(?:jpg|jpeg|png))\s+(.+)$', line.strip(), re.IGNORECASE)
         parts = list(match.groups()) if match else [line.strip()]
     if len(parts) != 2:
-        raise ValueError(f'expected "image<TAB>label", got {line.strip()!r}')
+        raise InvalidValueError(f'expected "image<TAB>label", got {line.strip()!r}')
     return parts[0], parts[1]
 
 
@@ -148,13 +149,13 @@ class ApolloScapeDataset(SegmentationDataset):
                                        f'under {self.root}/road*/ColorImage')
             return chosen
         if self.records:
-            raise ValueError(f'ApolloScape: split {self.split!r} is not among the configured '
-                             f'records ({", ".join(self.records)})')
+            raise InvalidValueError(f'ApolloScape: split {self.split!r} is not among the '
+                                    f'configured records ({", ".join(self.records)})')
         if self.split == 'all':
             return groups
         if self.split not in ('train', 'val'):
-            raise ValueError(f'ApolloScape: split {self.split!r} needs a list file '
-                             f'{self.root}/{self.split}.lst or a "records" entry')
+            raise InvalidValueError(f'ApolloScape: split {self.split!r} needs a list file '
+                                    f'{self.root}/{self.split}.lst or a "records" entry')
         want_val = self.split == 'val'
         chosen = [g for i, g in enumerate(groups) if (i % 5 == 4) == want_val]
         if not chosen:
@@ -172,7 +173,7 @@ class ApolloScapeDataset(SegmentationDataset):
             try:
                 image, label = _parse_list_line(line)
             except ValueError as exc:
-                raise ValueError(f'{list_file}:{number}: {exc}') from None
+                raise InvalidValueError(f'{list_file}:{number}: {exc}') from None
             image_path, label_path = self.root / image, self.root / label
             if not image_path.is_file():
                 raise MissingDataError(f'{list_file}:{number}: image {image_path} not found')

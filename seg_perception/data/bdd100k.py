@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from typing import List
 
-from ..labels import BDD100K_DRIVABLE, CITYSCAPES
-from .common import LabelMapper, SegmentationDataset, list_images, pair_or_fail, require_dir
+from seg_perception.labels import BDD100K_DRIVABLE, CITYSCAPES
+from seg_perception.data.common import (LabelMapper, SegmentationDataset, list_images, pair_or_fail,
+                                        require_dir)
 
 
 class BDD100KSemSegDataset(SegmentationDataset):

@@ -17,9 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from ..labels import CAMVID
-from .common import LabelMapper, MissingDataError, SegmentationDataset, list_images, \
-    pair_or_fail, require_dir
+from seg_perception.errors import InvalidValueError
+from seg_perception.labels import CAMVID
+from seg_perception.data.common import (LabelMapper, MissingDataError, SegmentationDataset,
+                                        list_images, pair_or_fail, require_dir)
 
 
 class CamVidDataset(SegmentationDataset):
@@ -60,8 +61,8 @@ class CamVidDataset(SegmentationDataset):
             if not parts or parts[0].startswith('#'):
                 continue
             if len(parts) != 2:
-                raise ValueError(f'{list_file}:{number}: expected "image label", got '
-                                 f'{line.strip()!r}')
+                raise InvalidValueError(f'{list_file}:{number}: expected "image label", got '
+                                        f'{line.strip()!r}')
             image, label = self._resolve(parts[0]), self._resolve(parts[1])
             if not image.is_file():
                 raise MissingDataError(f'{list_file}:{number}: image {image} not found')

@@ -16,9 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List
 
-from ..labels import CITYSCAPES
-from .common import LabelMapper, MissingDataError, SegmentationDataset, list_images, \
-    require_dir
+from seg_perception.labels import CITYSCAPES
+from seg_perception.data.common import (LabelMapper, MissingDataError, SegmentationDataset,
+                                        list_images, require_dir)
 
 IMAGE_SUFFIX = '_leftImg8bit.png'
 LABEL_IDS_SUFFIX = '_gtFine_labelIds.png'

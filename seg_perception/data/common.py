@@ -17,6 +17,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from seg_perception.errors import InvalidValueError, SegPerceptionError
+
 try:
     from torch.utils.data import Dataset
 except ImportError:
@@ -25,7 +27,7 @@ except ImportError:
     # the tensors of default_to_tensor).
     Dataset = object
 
-from ..labels import LabelSpace
+from seg_perception.labels import LabelSpace
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ LABEL_MODES = ('L', 'P', 'I;16', 'I;16B', 'I;16L', 'I')
 Sample = Tuple[str, str]
 
 
-class DatasetError(Exception):
+class DatasetError(SegPerceptionError):
     """Base class of the dataset errors; each message names the file or folder."""
 
 
@@ -145,8 +147,8 @@ class LabelMapper:
         self.known = np.zeros(256, bool)
         for raw_id, mapped in table.items():
             if not 0 <= int(raw_id) < 256 or not 0 <= int(mapped) < 256:
-                raise ValueError(f'label table {source}: entry {raw_id} -> {mapped} '
-                                 'is outside 0..255')
+                raise InvalidValueError(f'label table {source}: entry {raw_id} -> {mapped} '
+                                        'is outside 0..255')
             self.lut[int(raw_id)] = int(mapped)
             self.known[int(raw_id)] = True
         self.source = source

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import List, Mapping, Optional
 
-from ..labels import LabelSpace
-from .common import LabelMapper, SegmentationDataset, list_images, pair_or_fail, require_dir
+from seg_perception.labels import LabelSpace
+from seg_perception.data.common import (LabelMapper, SegmentationDataset, list_images, pair_or_fail,
+                                        require_dir)
 
 
 class FolderDataset(SegmentationDataset):

@@ -23,6 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from seg_perception.errors import InvalidValueError
+
 AUGMENT_KEYS = ('scale', 'crop', 'pad_image', 'hflip', 'color_jitter', 'low_light', 'elastic')
 LOW_LIGHT_KEYS = ('p', 'gamma', 'noise')
 JITTER_KEYS = ('brightness', 'contrast', 'saturation', 'hue')
@@ -42,7 +44,7 @@ class RandomScale:
 
     def __init__(self, low: float, high: float):
         if not 0 < low <= high:
-            raise ValueError(f'augment.scale: need 0 < low <= high, got [{low}, {high}]')
+            raise InvalidValueError(f'augment.scale: need 0 < low <= high, got [{low}, {high}]')
         self.low, self.high = float(low), float(high)
 
     def __call__(self, image, mask):
@@ -70,7 +72,7 @@ class ToModelInput:
         self.mean = torch.tensor([float(m) for m in mean]).view(3, 1, 1)
         self.std = torch.tensor([float(s) for s in std]).view(3, 1, 1)
         if self.mean.numel() != 3 or self.std.numel() != 3 or (self.std <= 0).any():
-            raise ValueError(f'mean/std: need 3 values each, std > 0; got {mean}, {std}')
+            raise InvalidValueError(f'mean/std: need 3 values each, std > 0; got {mean}, {std}')
 
     def __call__(self, image, mask):
         image = image.as_subclass(torch.Tensor).float().div_(255)
@@ -89,11 +91,11 @@ class LowLight:
 
     def __init__(self, p: float, gamma: Tuple[float, float], noise: float):
         if not 0 <= p <= 1:
-            raise ValueError(f'augment.low_light.p: a probability in 0..1, got {p}')
+            raise InvalidValueError(f'augment.low_light.p: a probability in 0..1, got {p}')
         if not 0 < gamma[0] <= gamma[1]:
-            raise ValueError(f'augment.low_light.gamma: need 0 < low <= high, got {gamma}')
+            raise InvalidValueError(f'augment.low_light.gamma: need 0 < low <= high, got {gamma}')
         if noise < 0:
-            raise ValueError(f'augment.low_light.noise: grey levels >= 0, got {noise}')
+            raise InvalidValueError(f'augment.low_light.noise: grey levels >= 0, got {noise}')
         self.p, self.gamma, self.noise = float(p), gamma, float(noise)
 
     def __call__(self, image, mask):
@@ -113,15 +115,15 @@ def _pair(value, key: str) -> Tuple[float, float]:
         return float(value), float(value)
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return float(value[0]), float(value[1])
-    raise ValueError(f'{key}: expected a number or [a, b], got {value!r}')
+    raise InvalidValueError(f'{key}: expected a number or [a, b], got {value!r}')
 
 
 def _check_keys(section: dict, allowed, where: str) -> None:
     if not isinstance(section, dict):
-        raise ValueError(f'{where}: expected a mapping, got {section!r}')
+        raise InvalidValueError(f'{where}: expected a mapping, got {section!r}')
     unknown = sorted(set(section) - set(allowed))
     if unknown:
-        raise ValueError(f'{where}: unknown keys {unknown}; allowed: {", ".join(allowed)}')
+        raise InvalidValueError(f'{where}: unknown keys {unknown}; allowed: {", ".join(allowed)}')
 
 
 def _image_fill(pad_image: str, mean: Sequence[float]):
@@ -129,7 +131,7 @@ def _image_fill(pad_image: str, mean: Sequence[float]):
         return [int(round(255 * float(m))) for m in mean]
     if pad_image in ('zero', 0, '0'):
         return 0
-    raise ValueError(f'augment.pad_image: "mean" or "zero", got {pad_image!r}')
+    raise InvalidValueError(f'augment.pad_image: "mean" or "zero", got {pad_image!r}')
 
 
 def train_steps(augment: dict, mean, ignore_index: int) -> list:
@@ -143,11 +145,11 @@ def train_steps(augment: dict, mean, ignore_index: int) -> list:
     if augment.get('crop'):
         height, width = (int(v) for v in _pair(augment['crop'], 'augment.crop'))
         if height <= 0 or width <= 0:
-            raise ValueError(f'augment.crop: need positive [H, W], got {augment["crop"]!r}')
+            raise InvalidValueError(f'augment.crop: need positive [H, W], got {augment["crop"]!r}')
         steps.append(v2.RandomCrop((height, width), pad_if_needed=True, fill=fill))
     flip = float(augment.get('hflip') or 0)
     if not 0 <= flip <= 1:
-        raise ValueError(f'augment.hflip: a probability in 0..1, got {flip}')
+        raise InvalidValueError(f'augment.hflip: a probability in 0..1, got {flip}')
     if flip > 0:
         steps.append(v2.RandomHorizontalFlip(p=flip))
     jitter = augment.get('color_jitter') or {}
@@ -171,8 +173,8 @@ def train_steps(augment: dict, mean, ignore_index: int) -> list:
     alpha, sigma = float(elastic.get('alpha') or 0), float(elastic.get('sigma') or 0)
     if alpha > 0:
         if sigma <= 0:
-            raise ValueError(f'augment.elastic: alpha {alpha} needs sigma > 0 (the '
-                             'smoothing of the displacement field, in pixels)')
+            raise InvalidValueError(f'augment.elastic: alpha {alpha} needs sigma > 0 (the '
+                                    'smoothing of the displacement field, in pixels)')
         steps.append(v2.ElasticTransform(alpha=alpha, sigma=sigma, fill=fill))
     return steps
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable, Dict, List
 
-from .base import SegmentationModel
+from seg_perception.errors import InvalidValueError, UnknownNameError
+from seg_perception.models.base import SegmentationModel
 
 _REGISTRY: Dict[str, Callable[..., SegmentationModel]] = {}
 _MODULES = ('deeplab', 'fcn', 'unet', 'tiramisu', 'context')
@@ -20,7 +21,7 @@ def register_model(name: str):
     """Decorator: make a builder available to build_model under ``name``."""
     def wrap(builder):
         if name in _REGISTRY:
-            raise ValueError(f'model {name!r} registered twice')
+            raise InvalidValueError(f'model {name!r} registered twice')
         _REGISTRY[name] = builder
         return builder
     return wrap
@@ -44,9 +45,10 @@ def build_model(name: str, num_classes: int, **config) -> SegmentationModel:
     """Build an architecture by name; an unknown name lists the known ones."""
     _load_all()
     if name not in _REGISTRY:
-        raise KeyError(f'unknown architecture {name!r}; known: {", ".join(sorted(_REGISTRY))}')
+        raise UnknownNameError(f'unknown architecture {name!r}; known: '
+                               f'{", ".join(sorted(_REGISTRY))}')
     if int(num_classes) < 2:
-        raise ValueError(f'num_classes must be at least 2, got {num_classes}')
+        raise InvalidValueError(f'num_classes must be at least 2, got {num_classes}')
     return _REGISTRY[name](num_classes=int(num_classes), **config)
 
 

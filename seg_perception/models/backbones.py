@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model_info import IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD
-from .pretrained import (LITE0_TIMM_NAME, PretrainedArg, load_classifier_weights,
-                         load_lite0_imagenet_weights, resolve_pretrained)
+from seg_perception.errors import InvalidValueError
+from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD, LITE0_MEAN, LITE0_STD
+from seg_perception.models.pretrained import (LITE0_TIMM_NAME, PretrainedArg,
+                                              load_classifier_weights, load_lite0_imagenet_weights,
+                                              resolve_pretrained)
 
 BACKBONES = ('efficientnet_lite0', 'resnet18', 'resnet50', 'resnet101', 'mobilenet_v3_large')
 OUTPUT_STRIDES = (8, 16)
@@ -39,14 +41,14 @@ Normalization = Tuple[Tuple[float, float, float], Tuple[float, float, float]]
 def check_backbone_name(name: str) -> str:
     """Return ``name`` if it is a known backbone, else raise listing the known ones."""
     if name not in BACKBONES:
-        raise ValueError(f'unknown backbone {name!r}; known: {", ".join(BACKBONES)}')
+        raise InvalidValueError(f'unknown backbone {name!r}; known: {", ".join(BACKBONES)}')
     return name
 
 
 def check_output_stride(output_stride: int) -> int:
     """Return ``output_stride`` if supported (8 or 16), else raise."""
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f'output_stride must be 8 or 16, got {output_stride!r}')
+        raise InvalidValueError(f'output_stride must be 8 or 16, got {output_stride!r}')
     return int(output_stride)
 
 

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seg_perception.errors import InvalidValueError
+
 Output = Union[torch.Tensor, Dict[str, torch.Tensor]]
 
 
@@ -28,7 +30,7 @@ class SegmentationModel(nn.Module):
     def __init__(self, num_classes: int):
         super().__init__()
         if int(num_classes) < 2:
-            raise ValueError(f'num_classes must be at least 2, got {num_classes}')
+            raise InvalidValueError(f'num_classes must be at least 2, got {num_classes}')
         self.num_classes = int(num_classes)
 
     def forward_padded(self, x: torch.Tensor) -> Output:
@@ -36,7 +38,7 @@ class SegmentationModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Output:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f'expected an N×3×H×W batch, got shape {tuple(x.shape)}')
+            raise InvalidValueError(f'expected an N×3×H×W batch, got shape {tuple(x.shape)}')
         height, width = x.shape[-2:]
         m = self.size_multiple
         pad_h = (m - height % m) % m

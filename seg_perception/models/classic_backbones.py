@@ -17,8 +17,10 @@ from typing import Dict, List, Union
 import torch
 from torch import nn
 
-from .pretrained import (PretrainedArg, PretrainedWeightsError, load_classifier_weights,
-                         read_state_dict, resolve_pretrained)
+from seg_perception.errors import InvalidValueError
+from seg_perception.models.pretrained import (PretrainedArg, PretrainedWeightsError,
+                                              load_classifier_weights, read_state_dict,
+                                              resolve_pretrained)
 
 # VGG-16 (configuration "D"): channels of each 3×3 conv, 'M' = 2×2 max-pool.
 VGG16_LAYOUT: List[Union[int, str]] = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M',
@@ -134,7 +136,7 @@ class ResNetStages(nn.Module):
 def check_classic_backbone(name: str) -> str:
     """Return ``name`` if it is one of ``CLASSIC_BACKBONES``, else raise naming them."""
     if name not in CLASSIC_BACKBONES:
-        raise ValueError(f'unknown backbone {name!r}; known: {", ".join(CLASSIC_BACKBONES)}')
+        raise InvalidValueError(f'unknown backbone {name!r}; known: {", ".join(CLASSIC_BACKBONES)}')
     return name
 
 

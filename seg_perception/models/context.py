@@ -46,12 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_model
-from ..model_info import IMAGENET_MEAN, IMAGENET_STD
-from .backbones import BACKBONES, Normalization, backbone_normalization, create_backbone
-from .base import SegmentationModel
-from .classic_backbones import load_vgg16_weights, vgg16_features, vgg16_fc_layers
-from .pretrained import PretrainedArg, resolve_pretrained
+from seg_perception.errors import InvalidValueError
+from seg_perception.models import register_model
+from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD
+from seg_perception.models.backbones import (BACKBONES, Normalization, backbone_normalization,
+                                             create_backbone)
+from seg_perception.models.base import SegmentationModel
+from seg_perception.models.classic_backbones import (load_vgg16_weights, vgg16_features,
+                                                     vgg16_fc_layers)
+from seg_perception.models.pretrained import PretrainedArg, resolve_pretrained
 
 CONTEXT_DILATIONS = (1, 1, 2, 4, 8, 16, 1)
 CONTEXT_VARIANTS = {'basic': (1, 1, 1, 1, 1, 1, 1), 'large': (2, 2, 4, 8, 16, 32, 32)}
@@ -83,8 +86,8 @@ class ContextModule(nn.Module):
                  init_noise: Optional[float] = None):
         super().__init__()
         if variant not in CONTEXT_VARIANTS:
-            raise ValueError(f'unknown context module variant {variant!r}; choose one of '
-                             f'{", ".join(CONTEXT_VARIANTS)}')
+            raise InvalidValueError(f'unknown context module variant {variant!r}; choose one of '
+                                    f'{", ".join(CONTEXT_VARIANTS)}')
         self.channels, self.variant = int(channels), variant
         widths = [self.channels * factor for factor in CONTEXT_VARIANTS[variant]]
         layers: List[nn.Conv2d] = []
@@ -157,8 +160,8 @@ class DilatedContextNet(SegmentationModel):
                  init_noise: Optional[float] = None):
         super().__init__(num_classes)
         if backbone not in FRONT_ENDS:
-            raise ValueError(f'unknown front-end backbone {backbone!r}; known: '
-                             f'{", ".join(FRONT_ENDS)}')
+            raise InvalidValueError(f'unknown front-end backbone {backbone!r}; known: '
+                                    f'{", ".join(FRONT_ENDS)}')
         self.backbone_name = backbone
         self.front_end = DilatedVGG16FrontEnd(num_classes, pretrained) if backbone == 'vgg16' \
             else BackboneFrontEnd(backbone, num_classes, pretrained)

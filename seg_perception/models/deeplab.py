@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_model
-from .backbones import (Normalization, backbone_normalization, check_backbone_name,
-                        check_output_stride, create_backbone)
-from .base import Output, SegmentationModel
-from .pretrained import PretrainedArg
+from seg_perception.errors import InvalidValueError
+from seg_perception.models import register_model
+from seg_perception.models.backbones import (Normalization, backbone_normalization,
+                                             check_backbone_name, check_output_stride,
+                                             create_backbone)
+from seg_perception.models.base import Output, SegmentationModel
+from seg_perception.models.pretrained import PretrainedArg
 
 DEFAULT_RATES_OS16 = (6, 12, 18)
 # Per decoder: ASPP width, low-level projection width, decoder width, separable convs.
@@ -112,7 +114,7 @@ def check_rates(atrous_rates: Optional[Sequence[int]], output_stride: int) -> Tu
         return tuple(r * 16 // output_stride for r in DEFAULT_RATES_OS16)
     rates = tuple(atrous_rates)
     if not rates or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rates):
-        raise ValueError(f'atrous_rates must be positive integers, got {atrous_rates!r}')
+        raise InvalidValueError(f'atrous_rates must be positive integers, got {atrous_rates!r}')
     return rates
 
 
@@ -127,7 +129,7 @@ class DeepLab(SegmentationModel):
         check_backbone_name(backbone)
         check_output_stride(output_stride)
         if decoder not in DECODERS:
-            raise ValueError(f'unknown decoder {decoder!r}; known: {", ".join(DECODERS)}')
+            raise InvalidValueError(f'unknown decoder {decoder!r}; known: {", ".join(DECODERS)}')
         rates = check_rates(atrous_rates, output_stride)
         aspp_ch, low_ch, dec_ch, separable = DECODERS[decoder]
         self.backbone = create_backbone(backbone, output_stride=output_stride,

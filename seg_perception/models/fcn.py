@@ -41,13 +41,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model_info import IMAGENET_MEAN, IMAGENET_STD
-from . import register_model
-from .base import SegmentationModel
-from .classic_backbones import (ResNetStages, VGG16Backbone, bilinear_kernel,
-                                check_classic_backbone, load_vgg16_weights, vgg16_fc_layers)
-from .pretrained import PretrainedArg, resolve_pretrained
-from .upsample import check_upsample_mode, make_upsample
+from seg_perception.errors import InvalidValueError
+from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD
+from seg_perception.models import register_model
+from seg_perception.models.base import SegmentationModel
+from seg_perception.models.classic_backbones import (ResNetStages, VGG16Backbone, bilinear_kernel,
+                                                     check_classic_backbone, load_vgg16_weights,
+                                                     vgg16_fc_layers)
+from seg_perception.models.pretrained import PretrainedArg, resolve_pretrained
+from seg_perception.models.upsample import check_upsample_mode, make_upsample
 
 FCN_VARIANTS = ('32s', '16s', '8s')
 FCN_UPSAMPLE_MODES = ('deconv', 'transpose', 'bilinear')
@@ -84,12 +86,12 @@ class FCN(SegmentationModel):
                  dropout: float = 0.5):
         super().__init__(num_classes)
         if variant not in FCN_VARIANTS:
-            raise ValueError(f'unknown FCN variant {variant!r}; choose one of '
-                             f'{", ".join(FCN_VARIANTS)}')
+            raise InvalidValueError(f'unknown FCN variant {variant!r}; choose one of '
+                                    f'{", ".join(FCN_VARIANTS)}')
         if upsample == 'unpool':
-            raise ValueError("FCN cannot use upsample='unpool': it upsamples class score "
-                             'maps, which have no max-pool indices; choose one of '
-                             f'{", ".join(FCN_UPSAMPLE_MODES)}')
+            raise InvalidValueError("FCN cannot use upsample='unpool': it upsamples class score "
+                                    'maps, which have no max-pool indices; choose one of '
+                                    f'{", ".join(FCN_UPSAMPLE_MODES)}')
         check_upsample_mode(upsample, FCN_UPSAMPLE_MODES)
         self.variant = variant
         self.backbone_name = check_classic_backbone(backbone)

@@ -20,12 +20,14 @@ from typing import Dict, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from seg_perception.errors import InvalidValueError
+
 LITE0_TIMM_NAME = 'tf_efficientnet_lite0'
 LITE0_TENSOR_COUNT = 247          # without num_batches_tracked
 PretrainedArg = Union[bool, str, os.PathLike]
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(InvalidValueError):
     """A pretrained weights file is unreadable or does not fit the backbone."""
 
 

@@ -33,8 +33,9 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import nn
 
-from . import register_model
-from .base import SegmentationModel
+from seg_perception.errors import InvalidValueError
+from seg_perception.models import register_model
+from seg_perception.models.base import SegmentationModel
 
 TIRAMISU_CONFIGS = {
     # name: (layers per dense block: 5 down, bottleneck, 5 up; growth rate)
@@ -100,9 +101,9 @@ class FCDenseNet(SegmentationModel):
         super().__init__(num_classes)
         block_layers = tuple(int(n) for n in block_layers)
         if len(block_layers) % 2 != 1 or len(block_layers) < 3 or min(block_layers) < 1:
-            raise ValueError('block_layers must be an odd number (>= 3) of positive layer '
-                             'counts: down blocks, bottleneck, up blocks; got '
-                             f'{block_layers!r}')
+            raise InvalidValueError('block_layers must be an odd number (>= 3) of positive layer '
+                                    'counts: down blocks, bottleneck, up blocks; got '
+                                    f'{block_layers!r}')
         n_pools = len(block_layers) // 2
         self.size_multiple = 2 ** n_pools
         self.block_layers, self.growth_rate = block_layers, int(growth_rate)

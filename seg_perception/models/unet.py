@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_model
-from .base import SegmentationModel
-from .upsample import IndexedMaxPool2d, check_upsample_mode, make_upsample
+from seg_perception.errors import InvalidValueError
+from seg_perception.models import register_model
+from seg_perception.models.base import SegmentationModel
+from seg_perception.models.upsample import IndexedMaxPool2d, check_upsample_mode, make_upsample
 
 PADDINGS = ('same', 'valid')
 MERGES = ('concat', 'sum')
@@ -125,15 +126,16 @@ class UNet(SegmentationModel):
                  residual: bool = False, merge: Optional[str] = None, dropout: float = 0.0):
         super().__init__(num_classes)
         if isinstance(base_width, bool) or not isinstance(base_width, int) or base_width < 1:
-            raise ValueError(f'base_width must be a positive integer, got {base_width!r}')
+            raise InvalidValueError(f'base_width must be a positive integer, got {base_width!r}')
         if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 6:
-            raise ValueError(f'depth (number of poolings) must be an integer 1..6, '
-                             f'got {depth!r}')
+            raise InvalidValueError(f'depth (number of poolings) must be an integer 1..6, '
+                                    f'got {depth!r}')
         if padding not in PADDINGS:
-            raise ValueError(f'unknown padding {padding!r}; choose one of {", ".join(PADDINGS)}')
+            raise InvalidValueError(f'unknown padding {padding!r}; choose one of '
+                                    f'{", ".join(PADDINGS)}')
         merge = merge or ('sum' if residual else 'concat')
         if merge not in MERGES:
-            raise ValueError(f'unknown merge {merge!r}; choose one of {", ".join(MERGES)}')
+            raise InvalidValueError(f'unknown merge {merge!r}; choose one of {", ".join(MERGES)}')
         check_upsample_mode(upsample)
         self.depth, self.padding, self.merge = depth, padding, merge
         self.upsample_mode = upsample

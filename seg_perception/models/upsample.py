@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seg_perception.errors import InvalidValueError
+
 UPSAMPLE_MODES = ('transpose', 'bilinear', 'unpool')
 
 
@@ -118,8 +120,8 @@ class UnpoolUpsample(Upsample):
     def forward(self, x: torch.Tensor, indices: Optional[torch.Tensor] = None,
                 output_size: Optional[Sequence[int]] = None) -> torch.Tensor:
         if indices is None:
-            raise ValueError("upsample='unpool' needs the indices of the matching max-pool "
-                             '(IndexedMaxPool2d); none were given')
+            raise InvalidValueError("upsample='unpool' needs the indices of the matching max-pool "
+                                    '(IndexedMaxPool2d); none were given')
         if torch.jit.is_tracing():
             raise RuntimeError(
                 "upsample='unpool' (max_unpool2d) cannot be traced by the TorchScript tracer "
@@ -128,8 +130,8 @@ class UnpoolUpsample(Upsample):
                 'writes it as a ScatterND, or choose upsample=\'transpose\' or \'bilinear\'')
         x = self.project(x)
         if not torch.compiler.is_compiling() and x.shape != indices.shape:
-            raise ValueError(f"upsample='unpool': values {tuple(x.shape)} and pooling indices "
-                             f'{tuple(indices.shape)} differ in shape')
+            raise InvalidValueError(f"upsample='unpool': values {tuple(x.shape)} and pooling "
+                                    f'indices {tuple(indices.shape)} differ in shape')
         if output_size is None:
             output_size = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
         # The aten op directly: F.max_unpool2d refuses an output larger than scale × input
@@ -152,17 +154,18 @@ def make_upsample(mode: str, in_ch: int, out_ch: int, scale: int = 2) -> Upsampl
 def check_upsample_mode(mode: str, allowed: Sequence[str] = UPSAMPLE_MODES) -> str:
     """Return ``mode`` if it is in ``allowed``, else raise a ValueError naming the choices."""
     if mode not in allowed:
-        raise ValueError(f'unknown upsample mode {mode!r}; choose one of {", ".join(allowed)}')
+        raise InvalidValueError(f'unknown upsample mode {mode!r}; choose one of '
+                                f'{", ".join(allowed)}')
     return mode
 
 
 def _check_channels(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{name} must be a positive integer, got {value!r}')
+        raise InvalidValueError(f'{name} must be a positive integer, got {value!r}')
     return value
 
 
 def _check_scale(scale: int) -> int:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
-        raise ValueError(f'upsampling/pooling scale must be an integer >= 2, got {scale!r}')
+        raise InvalidValueError(f'upsampling/pooling scale must be an integer >= 2, got {scale!r}')
     return scale

@@ -30,8 +30,10 @@ from typing import Any, NamedTuple, Optional
 import cv2
 import numpy as np
 
+from seg_perception.errors import InvalidValueError
 
-class ConversionError(ValueError):
+
+class ConversionError(InvalidValueError):
     """An image message cannot be turned into pixels (the message says why)."""
 
 

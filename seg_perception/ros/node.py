@@ -27,10 +27,11 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import LabelInfo, VisionClass
 
-from . import conversions, outputs, params
-from .diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
-from .worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots, InferenceWorker,
-                     stamp_to_ns)
+from seg_perception.errors import SegPerceptionError
+from seg_perception.ros import conversions, outputs, params
+from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
+                                       InferenceWorker, stamp_to_ns)
 
 NODE_NAME = 'segmentation_node'
 LABEL_INFO_TOPIC = 'segmentation/label_info'
@@ -38,13 +39,13 @@ LABEL_INFO_TOPIC = 'segmentation/label_info'
 _LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
-class StartupError(Exception):
+class StartupError(SegPerceptionError):
     """The node cannot start: a parameter or the model is unusable (message says which)."""
 
 
 def create_pipeline(config: params.NodeConfig):
     """The inference pipeline for ``config`` (imported late: it loads the backends)."""
-    from ..runtime.pipeline import SegmentationPipeline
+    from seg_perception.runtime.pipeline import SegmentationPipeline
     return SegmentationPipeline(**config.pipeline_kwargs())
 
 

@@ -11,7 +11,8 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..labels import LabelSpace
+from seg_perception.errors import InvalidValueError
+from seg_perception.labels import LabelSpace
 
 LABELS = 'labels'
 DRIVABLE = 'drivable_mask'
@@ -48,7 +49,7 @@ def result_images(result, options: OutputOptions,
         color = getattr(result, 'color', None)
         if color is None:
             if palette is None:
-                raise ValueError('publish_color needs the result colour image or a palette')
+                raise InvalidValueError('publish_color needs the result colour image or a palette')
             # applyColorMap with a user table: ~10x faster than palette[labels] at 1080p.
             color = cv2.applyColorMap(np.ascontiguousarray(result.labels),
                                       palette.reshape(256, 1, 3))

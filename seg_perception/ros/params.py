@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..model_info import default_model_path
+from seg_perception.errors import InvalidValueError
+from seg_perception.model_info import default_model_path
 
 # The runtime's backend names (runtime/backends.py), plus 'torch' for its 'pytorch'.
 BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch', 'pytorch', 'onnxruntime-cpu',
@@ -25,7 +26,7 @@ RELIABILITIES = ('best_effort', 'reliable')
 _CAMERA_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
 
 
-class ParameterError(ValueError):
+class ParameterError(InvalidValueError):
     """A node parameter has a value the node cannot start with."""
 
 
@@ -281,6 +282,6 @@ def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[
 
 def resolve_drivable(info, classes: Optional[Sequence[Any]]) -> Tuple[int, ...]:
     """The drivable class ids of ``info`` (a ModelInfo) after the optional override."""
-    from ..runtime.drivable import resolve_drivable_ids
+    from seg_perception.runtime.drivable import resolve_drivable_ids
     return resolve_drivable_ids(info.class_names, info.drivable_ids,
                                 list(classes) if classes else None)

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import conversions
-from .diagnostics import CameraStats
+from seg_perception.ros import conversions
+from seg_perception.ros.diagnostics import CameraStats
 
 # Drop reasons, as counted in diagnostics.
 SUPERSEDED = 'superseded'               # a newer frame arrived before inference took it

@@ -9,7 +9,7 @@ backend only moves bytes.
 * ``OnnxRuntimeBackend``: ONNX Runtime on the CPU, or with the CUDA or TensorRT
   execution provider when the installed onnxruntime has them.
 * ``TensorRTBackend`` (trt_backend.py): a TensorRT engine built and cached by
-  ``seg_perception.runtime.tensorrt`` (imported only when chosen; no torch).
+  ``seg_perception.runtime.trt.engine`` (imported only when chosen; no torch).
 * ``PyTorchBackend`` (torch_backend.py): a checkpoint run in PyTorch through the
   same graph module that export traces (development only; imports torch).
 
@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..model_info import ModelInfo, default_model_path, load_model_info
+from seg_perception.errors import InvalidValueError
+from seg_perception.model_info import ModelInfo, default_model_path, load_model_info
 
 LOG = logging.getLogger(__name__)
 
@@ -68,12 +69,12 @@ def default_num_threads() -> int:
 def check_batch(images: np.ndarray) -> np.ndarray:
     """Return ``images`` if it is a uint8 N×H×W×3 batch, made C-contiguous; else ValueError."""
     if not isinstance(images, np.ndarray):
-        raise ValueError(f'images must be a numpy array, got {type(images).__name__}')
+        raise InvalidValueError(f'images must be a numpy array, got {type(images).__name__}')
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-        raise ValueError(f'images must be a uint8 N×H×W×3 RGB batch, got {images.dtype} '
-                         f'{images.shape}')
+        raise InvalidValueError(f'images must be a uint8 N×H×W×3 RGB batch, got {images.dtype} '
+                                f'{images.shape}')
     if min(images.shape[:3]) < 1:
-        raise ValueError(f'images batch is empty: shape {images.shape}')
+        raise InvalidValueError(f'images batch is empty: shape {images.shape}')
     return np.ascontiguousarray(images)
 
 
@@ -161,15 +162,17 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
         super().__init__(info, model_path, reason)
         if provider not in self.PROVIDERS:
-            raise ValueError(f'provider must be one of {sorted(self.PROVIDERS)}, got {provider!r}')
+            raise InvalidValueError(f'provider must be one of {sorted(self.PROVIDERS)}, got '
+                                    f'{provider!r}')
         available = ort.get_available_providers()
         if self.PROVIDERS[provider] not in available:
-            raise ValueError(f'ONNX Runtime has no {self.PROVIDERS[provider]} here (available: '
-                             f'{", ".join(available)}); install onnxruntime-gpu for CUDA/TensorRT')
+            raise InvalidValueError(f'ONNX Runtime has no {self.PROVIDERS[provider]} here '
+                                    f'(available: {", ".join(available)}); install '
+                                    'onnxruntime-gpu for CUDA/TensorRT')
         file_precision = _model_precision(model_path)
         precision = precision or file_precision or 'fp32'
         if provider != 'tensorrt' and file_precision and precision != file_precision:
-            raise ValueError(
+            raise InvalidValueError(
                 f'ONNX Runtime {provider.upper()} runs the precision stored in the model file '
                 f'({file_precision} for {model_path}), not {precision}; for int8 quantise the '
                 'model (seg-perception quantize), for fp16 use a TensorRT backend')
@@ -178,8 +181,8 @@ class OnnxRuntimeBackend(Backend):
             # would fall back to implicit calibration, which needs a table nobody made.
             found = (f'is {file_precision}' if file_precision else
                      'cannot be checked for Q/DQ nodes without the onnx package')
-            raise ValueError(f'int8 needs a quantised (QDQ) model; {model_path} {found} '
-                             '(make one with seg-perception quantize)')
+            raise InvalidValueError(f'int8 needs a quantised (QDQ) model; {model_path} {found} '
+                                    '(make one with seg-perception quantize)')
         self.threads = int(threads) if threads else default_num_threads()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -205,19 +208,19 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(model_path, options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ValueError(f'ONNX Runtime cannot load {model_path}: {exc}') from None
+            raise InvalidValueError(f'ONNX Runtime cannot load {model_path}: {exc}') from None
         active = self.session.get_providers()
         if active[0] != self.PROVIDERS[provider]:
-            raise ValueError(f'ONNX Runtime could not start {self.PROVIDERS[provider]} for '
-                             f'{model_path} (active: {", ".join(active)})')
+            raise InvalidValueError(f'ONNX Runtime could not start {self.PROVIDERS[provider]} for '
+                                    f'{model_path} (active: {", ".join(active)})')
         self.name = 'onnxruntime' if provider == 'cpu' else f'onnxruntime-{provider}'
         self.device = 'cpu' if provider == 'cpu' else 'cuda:0'
         self.precision = precision
         self._input_name = self.session.get_inputs()[0].name
         self._output_names = [o.name for o in self.session.get_outputs()]
         if 'labels' not in self._output_names:
-            raise ValueError(f'{model_path} has no "labels" output (outputs: '
-                             f'{self._output_names}); export it with seg-perception export')
+            raise InvalidValueError(f'{model_path} has no "labels" output (outputs: '
+                                    f'{self._output_names}); export it with seg-perception export')
         self._bound: Dict[Tuple[int, ...], tuple] = {}
 
     def run(self, images: np.ndarray) -> Dict[str, np.ndarray]:
@@ -297,26 +300,27 @@ def create_backend(model_path: Optional[str] = None, backend: str = 'auto',
     seg_perception metadata or one that is not ONNX, ValueError for a bad choice.
     """
     if backend not in BACKENDS:
-        raise ValueError(f'unknown backend {backend!r}; choose one of {", ".join(BACKENDS)}')
+        raise InvalidValueError(f'unknown backend {backend!r}; choose one of {", ".join(BACKENDS)}')
     if precision not in PRECISIONS:
-        raise ValueError(f'unknown precision {precision!r}; choose one of {", ".join(PRECISIONS)}')
+        raise InvalidValueError(f'unknown precision {precision!r}; choose one of '
+                                f'{", ".join(PRECISIONS)}')
     model_path = _resolve_model_path(model_path)
     is_checkpoint = model_path.lower().endswith(CHECKPOINT_SUFFIXES)
     if backend == 'pytorch':
-        from .torch_backend import PyTorchBackend
+        from seg_perception.runtime.torch_backend import PyTorchBackend
         return PyTorchBackend(model_path, precision=precision, threads=threads,
                               reason='asked for', **options)
     if options:
-        raise ValueError(f'options {sorted(options)} apply to the pytorch backend only')
+        raise InvalidValueError(f'options {sorted(options)} apply to the pytorch backend only')
     if is_checkpoint:
-        raise ValueError(f'{model_path} is a checkpoint: export it with `seg-perception export` '
-                         'for this backend, or use the pytorch backend')
+        raise InvalidValueError(f'{model_path} is a checkpoint: export it with `seg-perception '
+                                'export` for this backend, or use the pytorch backend')
     info = load_model_info(model_path)
     if backend == 'tensorrt':
-        from . import trt_backend
+        from seg_perception.runtime.trt import backend as trt_backend
         usable, why = trt_backend.tensorrt_status()
         if not usable:
-            raise ValueError(f'the TensorRT backend is not usable: {why}')
+            raise InvalidValueError(f'the TensorRT backend is not usable: {why}')
         return trt_backend.TensorRTBackend(model_path, info, precision, engine_cache_dir,
                                            'asked for')
     if backend in ('onnxruntime-cuda', 'onnxruntime-tensorrt'):
@@ -339,7 +343,7 @@ def _auto_backend(model_path: str, info: ModelInfo, precision: str, threads: Opt
                   engine_cache_dir: Optional[str]) -> Backend:
     import onnxruntime as ort
 
-    from . import trt_backend
+    from seg_perception.runtime.trt import backend as trt_backend
     skipped = []
     usable, why = trt_backend.tensorrt_status()
     if usable:

@@ -19,6 +19,8 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from seg_perception.errors import InvalidValueError
+
 DRIVABLE = 255
 # Pixel-centre aligned nearest neighbour (plain INTER_NEAREST is shifted by half a pixel).
 NEAREST = getattr(cv2, 'INTER_NEAREST_EXACT', cv2.INTER_NEAREST)
@@ -45,13 +47,14 @@ def resolve_drivable_ids(class_names: Sequence[str], default_ids: Sequence[int],
             if isinstance(item, (int, np.integer)) or text.isdigit():
                 class_id = int(text)
                 if not 0 <= class_id < len(class_names):
-                    raise ValueError(f'drivable class id {class_id} out of range: the model '
-                                     f'has {len(class_names)} classes (0..{len(class_names) - 1})')
+                    raise InvalidValueError(f'drivable class id {class_id} out of range: the model '
+                                            f'has {len(class_names)} classes '
+                                            f'(0..{len(class_names) - 1})')
             elif text.lower() in lowered:
                 class_id = lowered.index(text.lower())
             else:
-                raise ValueError(f'unknown drivable class {text!r}; the model\'s classes: '
-                                 f'{", ".join(class_names)}')
+                raise InvalidValueError(f'unknown drivable class {text!r}; the model\'s classes: '
+                                        f'{", ".join(class_names)}')
             chosen.append(class_id)
     return tuple(sorted(set(int(i) for i in chosen)))
 
@@ -70,9 +73,9 @@ class DrivableMasker:
         seed; ``ego_search_fraction``: share of the height, from the bottom, searched
         for the lowest drivable row (a bonnet may cover the bottom rows)."""
         if fill_holes_px < 0:
-            raise ValueError(f'fill_holes_px must be >= 0, got {fill_holes_px}')
+            raise InvalidValueError(f'fill_holes_px must be >= 0, got {fill_holes_px}')
         if not 0 < ego_width_fraction <= 1 or not 0 < ego_search_fraction <= 1:
-            raise ValueError('ego_width_fraction and ego_search_fraction must be in (0, 1]')
+            raise InvalidValueError('ego_width_fraction and ego_search_fraction must be in (0, 1]')
         self.drivable_ids = tuple(int(i) for i in drivable_ids)
         self.keep_ego_region = bool(keep_ego_region)
         self.fill_holes_px = int(fill_holes_px)
@@ -99,13 +102,14 @@ class DrivableMasker:
         equals the mask of the upsampled labels and is 4× cheaper from 512×1024 to 1080p.
         """
         if labels.dtype != np.uint8 or labels.ndim != 2:
-            raise ValueError(f'labels must be an H×W uint8 image, got {labels.dtype} '
-                             f'{labels.shape}')
+            raise InvalidValueError(f'labels must be an H×W uint8 image, got {labels.dtype} '
+                                    f'{labels.shape}')
         size = labels.shape if size is None else tuple(size)
         if out is None:
             out = np.empty(size, np.uint8)
         if out.shape != size or out.dtype != np.uint8:
-            raise ValueError(f'out must be a uint8 {size} array, got {out.dtype} {out.shape}')
+            raise InvalidValueError(f'out must be a uint8 {size} array, got {out.dtype} '
+                                    f'{out.shape}')
         resized = size != labels.shape
         mask = self._buffer('mask', labels.shape, np.uint8) if resized else out
         cv2.LUT(labels, self._lut, dst=mask)

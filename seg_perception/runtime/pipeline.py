@@ -46,8 +46,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from .backends import Backend, create_backend
-from .drivable import NEAREST, DrivableMasker, resolve_drivable_ids
+from seg_perception.errors import InvalidValueError
+from seg_perception.runtime.backends import Backend, create_backend
+from seg_perception.runtime.drivable import NEAREST, DrivableMasker, resolve_drivable_ids
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ OUTPUT_RESOLUTIONS = ('camera', 'network')
 _MAX_BUFFERS = 64
 
 
-class InputError(ValueError):
+class InputError(InvalidValueError):
     """A frame the pipeline cannot take: wrong dtype, shape, channels or encoding."""
 
 
@@ -94,12 +95,12 @@ class SegmentationPipeline:
         ``drivable_classes``: ids or names overriding the model's drivable classes.
         ``color_alpha``: weight of the palette colour in the overlay (0..1)."""
         if output_resolution not in OUTPUT_RESOLUTIONS:
-            raise ValueError(f'output_resolution must be one of {OUTPUT_RESOLUTIONS}, '
-                             f'got {output_resolution!r}')
+            raise InvalidValueError(f'output_resolution must be one of {OUTPUT_RESOLUTIONS}, '
+                                    f'got {output_resolution!r}')
         if resize not in RESIZE_MODES:
-            raise ValueError(f'resize must be one of {RESIZE_MODES}, got {resize!r}')
+            raise InvalidValueError(f'resize must be one of {RESIZE_MODES}, got {resize!r}')
         if not 0.0 <= color_alpha <= 1.0:
-            raise ValueError(f'color_alpha must be between 0 and 1, got {color_alpha}')
+            raise InvalidValueError(f'color_alpha must be between 0 and 1, got {color_alpha}')
         if isinstance(backend, Backend):
             self.backend = backend
         else:
@@ -107,8 +108,8 @@ class SegmentationPipeline:
                                           engine_cache_dir)
         self.info = self.backend.info
         if want_confidence and 'confidence' not in self.info.outputs:
-            raise ValueError(f'{self.backend.model_path} has no confidence output; export it '
-                             'with --confidence')
+            raise InvalidValueError(f'{self.backend.model_path} has no confidence output; export '
+                                    'it with --confidence')
         self.output_resolution = output_resolution
         if resize == 'auto':
             resize = 'graph' if self.info.output_resolution == 'camera' else 'pipeline'

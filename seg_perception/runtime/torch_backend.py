@@ -14,11 +14,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .backends import Backend, check_batch
+from seg_perception.errors import InvalidValueError
+from seg_perception.runtime.backends import Backend, check_batch
 
 
 class PyTorchBackend(Backend):
-    """A checkpoint (seg_perception.checkpoint) in eval mode on the CPU or a GPU."""
+    """A checkpoint (seg_perception.models.checkpoint) in eval mode on the CPU or a GPU."""
 
     name = 'pytorch'
 
@@ -30,8 +31,8 @@ class PyTorchBackend(Backend):
         ModelInfo says (camera resolution, labels only, unless it was exported)."""
         import torch
 
-        from ..checkpoint import build_model_from_checkpoint
-        from ..export import DeployableSegmenter
+        from seg_perception.models.checkpoint import build_model_from_checkpoint
+        from seg_perception.deploy.export import DeployableSegmenter
 
         model, info = build_model_from_checkpoint(checkpoint_path)
         if output_resolution is None:
@@ -43,8 +44,8 @@ class PyTorchBackend(Backend):
         super().__init__(info, checkpoint_path, reason)
         self.device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
         if precision == 'int8' or (precision == 'fp16' and not self.device.startswith('cuda')):
-            raise ValueError(f'the pytorch backend runs fp32 (fp16 on a GPU), not {precision} '
-                             f'on {self.device}')
+            raise InvalidValueError(f'the pytorch backend runs fp32 (fp16 on a GPU), not '
+                                    f'{precision} on {self.device}')
         self.precision = precision
         if threads:
             torch.set_num_threads(int(threads))

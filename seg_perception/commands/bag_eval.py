@@ -1,0 +1,80 @@
+"""``seg-perception bag-eval``: replay a recorded bag through the node's pipeline.
+
+The work is done by :func:`seg_perception.replay.bag_eval.evaluate_bag`; this is its shell.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Dict
+
+from seg_perception.commands import _args
+from seg_perception.replay import ground_truth
+from seg_perception.replay.bag_eval import evaluate_bag
+from seg_perception.replay.bag_io import STORAGES
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Options of ``seg-perception bag-eval``."""
+    parser.add_argument('--bag', required=True, metavar='PATH',
+                        help='rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag file')
+    _args.add_model_option(parser)
+    parser.add_argument('--topics', nargs='+', metavar='TOPIC',
+                        help='image topics to evaluate (default: every image topic)')
+    parser.add_argument('--output', required=True, metavar='DIR',
+                        help='folder for the output bag and the report')
+    truth = parser.add_mutually_exclusive_group()
+    truth.add_argument('--labels', metavar='DIR', help='folder of ground-truth label PNGs')
+    truth.add_argument('--label-topic', nargs='+', default=[], metavar='[CAMERA=]TOPIC',
+                       help='topics in the bag holding mono8 ground-truth label images')
+    parser.add_argument('--label-kind', choices=ground_truth.KINDS, default='auto',
+                        help='classes: model class ids; drivable: 255 drivable, 0 not, other '
+                             'values ignored; auto: drivable when the name says "drivable"')
+    parser.add_argument('--labels-match', choices=ground_truth.MATCHES, default='stamp',
+                        help='label files named by header stamp in ns, or by frame number')
+    _args.add_runtime_options(parser)
+    _args.add_drivable_option(parser)
+    parser.add_argument('--storage', choices=STORAGES, default='mcap',
+                        help='storage of the output bag (default mcap)')
+    parser.add_argument('--copy-inputs', action='store_true',
+                        help='also copy the camera topics and their camera_info to the output')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an output bag left by an earlier run')
+    parser.add_argument('--overlays', type=int, default=3, metavar='N',
+                        help='overlay images per camera in the report (default 3)')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def run(args: argparse.Namespace) -> int:
+    """Replay the bag, write the output bag and the report, print a summary."""
+    summary = evaluate_bag(
+        args.bag, args.model, args.output, topics=args.topics, labels_dir=args.labels,
+        label_topics=args.label_topic, label_kind=args.label_kind,
+        labels_match=args.labels_match, backend=args.backend, precision=args.precision,
+        threads=args.threads, drivable_classes=_args.drivable_classes(args.drivable_classes),
+        storage=args.storage,
+        copy_inputs=args.copy_inputs, overwrite=args.overwrite, overlays=args.overlays,
+        progress=not args.no_progress, engine_cache_dir=args.engine_cache_dir)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: Dict) -> None:
+    """A few lines on stdout: frames per camera, real time, metrics, where the files are."""
+    for name, camera in summary['cameras'].items():
+        latency = camera['latency_ms'].get('node') or {}
+        print(f'{name}: {camera["frames"]} frames from {camera["topic"]}, decode + pipeline median '
+              f'{_fmt(latency.get("median"))} ms, p95 {_fmt(latency.get("p95"))} ms')
+    print(summary['realtime']['verdict'])
+    if summary.get('ground_truth'):
+        def pct(value):
+            return 'n/a' if value is None else f'{100 * value:.2f}%'
+        print(f'ground truth ({summary["ground_truth"]["kind"]}): {summary["num_images"]} frames, '
+              f'mIoU {pct(summary["miou"])}, drivable IoU {pct(summary["drivable_iou"])}')
+    print(f'output bag: {summary["output_bag"]}')
+    print(f'report: {os.path.join(summary["output_dir"], "report.html")} (and report.md, '
+          'metrics.json)')
+
+
+def _fmt(value) -> str:
+    return 'n/a' if value is None else f'{value:.1f}'

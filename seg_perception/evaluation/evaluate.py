@@ -1,0 +1,177 @@
+"""``seg-perception evaluate``: score a checkpoint or an exported ONNX model on a dataset.
+
+::
+
+    seg-perception evaluate (--checkpoint CKPT | --model MODEL.onnx)
+                            (--config CFG | --dataset NAME --root DIR) [--split val]
+                            [--output DIR] [--mode whole|slide] [--scales 1.0 ...] [--flip]
+                            [--backend auto] [--limit N] [--save-predictions]
+
+Images and labels are read raw from the dataset (``read_sample``: uint8 RGB and the
+label in the label space's ids), so both paths see the same pixels:
+
+- ``--checkpoint``: the torch model, with whole-image or sliding-window inference and
+  optional multi-scale + flip averaging (see :mod:`seg_perception.evaluation.inference`).
+- ``--model``: the exported graph through ``runtime.pipeline.SegmentationPipeline``,
+  exactly as the ROS node runs it (uint8 RGB in, labels at camera resolution out).
+
+Output (``--output``): ``metrics.json`` (mIoU, per-class IoU, pixel accuracy, mean
+class accuracy, frequency-weighted IoU, drivable-area IoU, the confusion matrix, ...),
+``metrics.md`` and ``confusion_matrix.png``; see :mod:`seg_perception.evaluation.metrics` for the
+definitions. ``--save-predictions`` also writes ``predictions/<image name>.png`` (class ids).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from seg_perception.errors import InvalidValueError
+from seg_perception.evaluation.metrics import ConfusionMatrix
+from seg_perception.evaluation.tables import write_metrics
+
+__all__ = ['evaluate', 'evaluate_dataset', 'write_metrics',
+           'TorchPredictor', 'PipelinePredictor']
+
+LOGGER = logging.getLogger(__name__)
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+# -- predictors ----------------------------------------------------------------
+
+class TorchPredictor:
+    """Labels of a uint8 RGB image from a checkpoint's model (whole/slide, scales, flip)."""
+
+    def __init__(self, checkpoint: str, *, device: str = 'auto', mode: str = 'whole',
+                 scales: Sequence[float] = (1.0,), flip: bool = False,
+                 overlap: float = 1 / 3):
+        import torch
+
+        from seg_perception.models.checkpoint import build_model_from_checkpoint
+        from seg_perception.evaluation.inference import MODES
+        if mode not in MODES:
+            raise InvalidValueError(f'--mode must be one of {MODES}, got {mode!r}')
+        if device == 'auto':
+            device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        elif device == 'cuda' and not torch.cuda.is_available():
+            raise InvalidValueError('--device cuda: no CUDA device is available')
+        self.model, self.info = build_model_from_checkpoint(checkpoint)
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.options = dict(mode=mode, scales=tuple(scales), flip=bool(flip), overlap=overlap)
+        self.description = {'kind': 'checkpoint', 'device': str(self.device), **self.options}
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        from seg_perception.evaluation.inference import predict_labels
+        return predict_labels(self.model, image, self.info.input_size, self.info.mean,
+                              self.info.std, device=self.device, **self.options)
+
+
+class PipelinePredictor:
+    """Labels of a uint8 RGB image from an ONNX model through the deployed pipeline."""
+
+    def __init__(self, model_path: str, *, backend: str = 'auto', precision: str = 'fp32',
+                 threads: Optional[int] = None, engine_cache_dir: Optional[str] = None):
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f'model file not found: {model_path}')
+        from seg_perception.runtime.pipeline import SegmentationPipeline
+        self.pipeline = SegmentationPipeline(model_path, backend=backend, precision=precision,
+                                             output_resolution='camera', threads=threads,
+                                             engine_cache_dir=engine_cache_dir)
+        self.info = self.pipeline.info
+        described = self.pipeline.describe()
+        self.description = {'kind': 'onnx', 'backend': described.get('name', backend),
+                            'precision': described.get('precision', precision),
+                            'resize': described.get('resize')}
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        (result,) = self.pipeline.process([image], encodings=['rgb8'])
+        return result.labels
+
+
+# -- the evaluation loop -----------------------------------------------------------
+
+def evaluate_dataset(predict: Predictor, dataset, num_classes: int, *,
+                     limit: Optional[int] = None, save_dir: Optional[str] = None
+                     ) -> Tuple[ConfusionMatrix, int]:
+    """Run ``predict`` on raw images of ``dataset``; return (confusion, images evaluated)."""
+    space = dataset.label_space
+    confusion = ConfusionMatrix(num_classes, space.ignore_index)
+    count = len(dataset) if limit is None else min(int(limit), len(dataset))
+    if save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+    started = time.monotonic()
+    for index in range(count):
+        image_path = dataset.samples[index][0]
+        image, label = dataset.read_sample(index)
+        prediction = np.asarray(predict(image))
+        if prediction.shape != label.shape:
+            raise InvalidValueError(f'{image_path}: prediction is {prediction.shape[1]}x'
+                                    f'{prediction.shape[0]} but the label is {label.shape[1]}x'
+                                    f'{label.shape[0]} (W x H)')
+        try:
+            confusion.update(prediction, label)
+        except ValueError as exc:
+            raise InvalidValueError(f'{image_path}: {exc}') from None
+        if save_dir:
+            _save_prediction(save_dir, image_path, prediction)
+        if (index + 1) % 50 == 0 or index + 1 == count:
+            LOGGER.info('%d/%d images, %.2f s/image, running mIoU %.2f%%', index + 1, count,
+                        (time.monotonic() - started) / (index + 1), 100 * confusion.miou())
+    return confusion, count
+
+
+def _save_prediction(folder: str, image_path: str, prediction: np.ndarray) -> None:
+    import cv2
+    stem = os.path.splitext(os.path.basename(image_path))[0]
+    path = os.path.join(folder, stem + '.png')
+    if not cv2.imwrite(path, prediction.astype(np.uint8)):
+        raise OSError(f'cannot write prediction {path}')
+
+
+def _check_label_spaces(info, space) -> None:
+    if info.num_classes != space.num_classes:
+        raise InvalidValueError(f'the model predicts {info.num_classes} classes '
+                                f'({", ".join(info.class_names)}) but the dataset has '
+                                f'{space.num_classes} ({", ".join(space.class_names)})')
+    if [n.lower() for n in info.class_names] != [n.lower() for n in space.class_names]:
+        LOGGER.warning('class names differ between model (%s) and dataset (%s); '
+                       'ids are compared as they are', ', '.join(info.class_names),
+                       ', '.join(space.class_names))
+
+
+def evaluate(predictor, data_cfg: Dict, split: str = 'val', output_dir: Optional[str] = None,
+             *, limit: Optional[int] = None, save_predictions: bool = False,
+             model_name: str = '') -> Dict:
+    """Evaluate a predictor (TorchPredictor, PipelinePredictor) on a data config's split.
+
+    Writes the metric files to ``output_dir`` (when given) and returns the metrics dict.
+    """
+    from seg_perception.data import build_dataset
+    data_cfg = dict(data_cfg)
+    if str(data_cfg.get('dataset', '')).lower() == 'folder' and not data_cfg.get('label_space'):
+        # a folder of images + masks in the model's own label space
+        data_cfg['label_space'] = predictor.info.label_space_obj().to_dict()
+    dataset = build_dataset(data_cfg, split)
+    _check_label_spaces(predictor.info, dataset.label_space)
+    started = time.monotonic()
+    save_dir = os.path.join(output_dir, 'predictions') if save_predictions and output_dir \
+        else None
+    confusion, count = evaluate_dataset(predictor, dataset, predictor.info.num_classes,
+                                        limit=limit, save_dir=save_dir)
+    extra = {'num_images': count, 'model': model_name, 'dataset': data_cfg.get('dataset'),
+             'split': dataset.split, 'dataset_root': str(dataset.root),
+             'architecture': predictor.info.architecture,
+             'inference': predictor.description,
+             'seconds': round(time.monotonic() - started, 3)}
+    if output_dir:
+        return write_metrics(output_dir, confusion, dataset.label_space, extra)
+    from seg_perception.evaluation.metrics import nan_to_none
+    result = confusion.summary(list(dataset.label_space.class_names),
+                               dataset.label_space.drivable_ids)
+    result.update(extra, confusion_matrix=confusion.matrix.tolist())
+    return nan_to_none(result)

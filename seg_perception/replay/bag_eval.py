@@ -1,0 +1,325 @@
+"""``seg-perception bag-eval``: run a recorded bag through the node's pipeline.
+
+::
+
+    seg-perception bag-eval --bag PATH [--model MODEL.onnx] [--topics T ...] --output DIR
+                            [--labels DIR [--labels-match stamp|name] | --label-topic [CAM=]T ...]
+                            [--label-kind auto|classes|drivable] [--backend auto]
+                            [--storage mcap|sqlite3] [--copy-inputs] [--overwrite]
+
+Every image message (sensor_msgs/Image or CompressedImage) of the chosen topics
+(default: all image topics, except ground truth and earlier segmentation
+outputs, i.e. topics with a ``ground_truth`` or ``segmentation`` token) is
+decoded with :mod:`seg_perception.ros.conversions` and segmented one frame at a
+time by :class:`~seg_perception.runtime.pipeline.SegmentationPipeline`, set up
+as the node sets it up (camera-resolution outputs, the model's drivable classes
+unless ``--drivable-classes``). The results go to ``DIR/<bag>_segmentation/``, a
+rosbag2 holding per camera ``/<camera>/segmentation/labels`` (mono8 class ids),
+``.../drivable_mask`` (mono8, 255 = drivable) and ``.../color`` (rgb8 overlay),
+each with the input frame's header and log time, so ``ros2 bag play`` and
+Foxglove show them next to the camera (``--copy-inputs`` also copies the camera
+topics and their ``camera_info`` into it). Camera names: see :mod:`bag_io`.
+
+The report (:mod:`seg_perception.replay.report`) goes to DIR: ``report.md``,
+``report.html``, ``metrics.json`` (the format of ``seg-perception evaluate``
+plus the bag's numbers) and, with ground truth (:mod:`bag_labels`),
+``metrics.md`` and ``confusion_matrix.png``. Output is written frame by frame:
+when the bag turns out truncated or damaged, or a label does not fit, the frames
+before the problem keep their output, the report is written as partial, and the
+command exits non-zero naming the problem.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from seg_perception.errors import InvalidValueError
+from seg_perception.replay import ground_truth as bag_labels
+from seg_perception.replay.bag_io import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES,
+                                          BagError, OutputBag, camera_namespace, convert_message,
+                                          header_for_output, open_bag, output_topic, same_topic,
+                                          stamp_ns)
+
+LOG = logging.getLogger(__name__)
+SKIP_TOKENS = ('ground_truth', 'segmentation')
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+@dataclass
+class Camera:
+    """One evaluated image topic and what was measured on it."""
+
+    topic: str
+    msgtype: str
+    namespace: str
+    expected: int
+    info_topic: Optional[str] = None
+    frames: int = 0
+    skipped: int = 0
+    skip_reasons: List[str] = field(default_factory=list)
+    records: List[Dict[str, float]] = field(default_factory=list)
+    overlay_at: set = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.namespace.replace('/', '_')
+
+
+def camera_topics(source, exclude: Sequence[str] = ()) -> List[str]:
+    """The bag's image topics that are cameras: not ``exclude``d (label topics), no
+    ground truth and no earlier segmentation output (SKIP_TOKENS)."""
+    return sorted(t for t, s in source.topics.items() if s.msgtype in IMAGE_TYPES
+                  and not any(same_topic(t, e) for e in exclude)
+                  and not set(SKIP_TOKENS) & set(t.split('/')))
+
+
+def plan_cameras(source, topics: Optional[Sequence[str]], exclude: Sequence[str],
+                 overlays: int) -> List[Camera]:
+    """The cameras to evaluate: ``topics`` checked against the bag, or its image topics."""
+    available = source.topics
+    image_topics = sorted(t for t, s in available.items() if s.msgtype in IMAGE_TYPES)
+    chosen = []
+    if topics:
+        for wanted in topics:
+            found = [t for t in available if same_topic(t, wanted)]
+            if not found:
+                raise BagError(f'topic {wanted} is not in {source.path}; its image topics: '
+                               f'{", ".join(image_topics) or "none"}')
+            summary = available[found[0]]
+            if summary.msgtype not in IMAGE_TYPES:
+                raise BagError(f'topic {found[0]} holds {summary.msgtype or "unknown"} messages; '
+                               f'bag-eval reads {IMAGE} and {COMPRESSED_IMAGE}')
+            chosen.append(found[0])
+    else:
+        chosen = camera_topics(source, exclude)
+        if not chosen:
+            raise BagError(f'{source.path} has no camera image topics ({IMAGE} or '
+                           f'{COMPRESSED_IMAGE}); its topics: '
+                           f'{", ".join(f"{t} ({s.msgtype})" for t, s in available.items())}')
+    by_namespace: Dict[str, str] = {}
+    for topic in chosen:
+        namespace = camera_namespace(topic)
+        other = by_namespace.get(namespace)
+        if other is None:
+            by_namespace[namespace] = topic
+        elif topics:
+            raise BagError(f'topics {other} and {topic} are the same camera {namespace!r}; '
+                           'evaluate one of them')
+        elif available[topic].msgtype == IMAGE:    # raw and compressed of one camera: raw
+            LOG.info('%s and %s are one camera; evaluating %s', other, topic, topic)
+            by_namespace[namespace] = topic
+    cameras = []
+    for namespace, topic in sorted(by_namespace.items()):
+        count = available[topic].count
+        camera = Camera(topic, available[topic].msgtype, namespace, count)
+        info = [t for t, s in available.items() if s.msgtype == CAMERA_INFO
+                and same_topic(t, namespace + '/camera_info')]
+        camera.info_topic = info[0] if info else None
+        if overlays > 0 and count > 0:
+            camera.overlay_at = {int(round(i)) for i in
+                                 np.linspace(0, count - 1, min(overlays, count))}
+        cameras.append(camera)
+    return cameras
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
+                 topics: Optional[Sequence[str]] = None, labels_dir: Optional[str] = None,
+                 label_topics: Sequence[str] = (), label_kind: str = 'auto',
+                 labels_match: str = 'stamp', backend: str = 'auto', precision: str = 'fp32',
+                 threads: Optional[int] = None, drivable_classes=None, storage: str = 'mcap',
+                 copy_inputs: bool = False, overwrite: bool = False, overlays: int = 3,
+                 progress: bool = True, engine_cache_dir: Optional[str] = None) -> Dict:
+    """Evaluate ``bag``; write the output bag and the report to ``output_dir``.
+
+    Returns the metrics.json content. Raises BagError (after writing the partial
+    output and report) when the bag is damaged or a label does not fit.
+    """
+    from seg_perception.runtime.pipeline import SegmentationPipeline
+    started = time.monotonic()
+    if labels_dir and label_topics:
+        raise InvalidValueError('give either --labels or --label-topic, not both')
+    if model is None:
+        from seg_perception.model_info import default_model_path
+        model = default_model_path()
+        if model is None:
+            raise FileNotFoundError('no model given and no default model is installed: pass '
+                                    '--model MODEL.onnx')
+    if not os.path.isfile(model):
+        raise FileNotFoundError(f'model file not found: {model}')
+    with open_bag(bag) as source:
+        label_names = [spec.rpartition('=')[2] for spec in label_topics]
+        cameras = plan_cameras(source, topics, label_names, overlays)
+        pipeline = SegmentationPipeline(model, backend=backend, precision=precision,
+                                        output_resolution='camera', want_color=True,
+                                        drivable_classes=drivable_classes, threads=threads,
+                                        engine_cache_dir=engine_cache_dir)
+        run = _Run(source, cameras, pipeline, output_dir, copy_inputs)
+        run.setup_truth(labels_dir, label_topics, label_kind, labels_match)
+        os.makedirs(output_dir, exist_ok=True)
+        stem = os.path.splitext(os.path.basename(os.path.normpath(bag)))[0]
+        run.out = OutputBag(os.path.join(output_dir, f'{stem}_segmentation'), storage,
+                            overwrite=overwrite)
+        error: Optional[BaseException] = None
+        try:
+            run.play(progress)
+        except BaseException as exc:  # noqa: BLE001 - keep the partial output, then re-raise
+            error = exc
+        finally:
+            run.out.close()
+        summary = run.finish(model, bag, started, error)
+    if error is not None:
+        if isinstance(error, BagError):
+            raise BagError(f'{error} (partial output: {summary["frames"]} frames; report in '
+                           f'{output_dir})') from None
+        raise error
+    return summary
+
+
+class _Run:
+    """State of one bag-eval run: the reader, the pipeline, the writer, the counts."""
+
+    def __init__(self, source, cameras: List[Camera], pipeline, output_dir: str,
+                 copy_inputs: bool):
+        self.source, self.cameras, self.pipeline = source, cameras, pipeline
+        self.output_dir, self.copy_inputs = output_dir, copy_inputs
+        self.by_topic = {c.topic: c for c in cameras}
+        self.info_topics = {c.info_topic: c for c in cameras if c.info_topic}
+        self.out: Optional[OutputBag] = None
+        self.scorer = self.truth = None
+        self.truth_source = None
+        self.overlays: List[tuple] = []
+
+    def setup_truth(self, labels_dir, label_topics, label_kind, labels_match) -> None:
+        if not labels_dir and not label_topics:
+            return
+        names = {c.namespace: c.name for c in self.cameras}
+        if labels_dir:
+            kind = bag_labels.resolve_kind(label_kind, os.path.basename(
+                os.path.normpath(labels_dir)))
+            self.truth = bag_labels.FolderLabels(labels_dir, labels_match, list(names.values()))
+            self.truth_source = f'folder {labels_dir} (matched by {labels_match})'
+        else:
+            label_names = [spec.rpartition('=')[2] for spec in label_topics]
+            others = {camera_namespace(t) for t in camera_topics(self.source, label_names)}
+            others -= set(names)
+            self.truth = bag_labels.TopicLabels(label_topics, list(self.source.topics), names,
+                                                sorted(others))
+            kind = bag_labels.resolve_kind(label_kind, ' '.join(self.truth.topic_camera))
+            self.truth_source = 'topics ' + ', '.join(
+                f'{t} -> {c}' for t, c in self.truth.topic_camera.items())
+        self.scorer = bag_labels.Scorer(kind, self.pipeline.info)
+        LOG.info('ground truth: %s, %s labels', self.truth_source, kind)
+
+    def topics_to_read(self) -> List[str]:
+        topics = list(self.by_topic)
+        if isinstance(self.truth, bag_labels.TopicLabels):
+            topics += list(self.truth.topic_camera)
+        if self.copy_inputs:
+            topics += list(self.info_topics)
+        return topics
+
+    def play(self, progress: bool) -> None:
+        from tqdm import tqdm
+        topics = self.topics_to_read()
+        total = sum(self.source.topics[t].count for t in topics)
+        with tqdm(total=total, unit='msg', disable=not progress, file=sys.stderr,
+                  desc=os.path.basename(os.path.normpath(str(self.source.path)))) as bar:
+            for topic, msgtype, log_time, raw in self.source.messages(topics):
+                bar.update(1)
+                if topic in self.by_topic:
+                    self.frame(self.by_topic[topic], msgtype, log_time, raw)
+                elif topic in self.info_topics:
+                    msg = self.source.deserialize(raw, msgtype)
+                    self.out.write('/' + topic.strip('/'),
+                                   convert_message(msg, CAMERA_INFO, self.out.typestore), log_time)
+                else:
+                    self.label(topic, msgtype, raw)
+
+    def label(self, topic: str, msgtype: str, raw: bytes) -> None:
+        from seg_perception.ros.conversions import ConversionError, decode
+        msg = self.source.deserialize(raw, msgtype)
+        where = f'label topic {topic} at stamp {stamp_ns(msg.header)}'
+        if msgtype not in IMAGE_TYPES:
+            raise BagError(f'{where}: holds {msgtype}, not an image')
+        try:
+            label = bag_labels.label_pixels(decode(msg, use_cv_bridge=False), where)
+        except ConversionError as exc:
+            raise BagError(f'{where}: {exc}') from None
+        self.truth.add_label(self.scorer, topic, stamp_ns(msg.header), label)
+
+    def frame(self, camera: Camera, msgtype: str, log_time: int, raw: bytes) -> None:
+        from seg_perception.ros.conversions import ConversionError, decode, to_rgb
+        from seg_perception.ros.outputs import OutputOptions, result_images
+        from seg_perception.runtime.pipeline import InputError
+        start = time.perf_counter()
+        msg = self.source.deserialize(raw, msgtype)
+        index = camera.frames + camera.skipped
+        try:
+            decoded = decode(msg)
+            decode_ms = (time.perf_counter() - start) * 1000.0
+            (result,) = self.pipeline.process([decoded.pixels], [decoded.encoding])
+        except (ConversionError, InputError) as exc:
+            camera.skipped += 1
+            if len(camera.skip_reasons) < 5:
+                camera.skip_reasons.append(f'frame {index}: {exc}')
+            LOG.warning('%s frame %d skipped: %s', camera.topic, index, exc)
+            return
+        written = time.perf_counter()
+        header = header_for_output(msg.header, self.out.typestore)
+        for kind, pixels, encoding in result_images(result, OutputOptions(color=True)):
+            self.out.write(output_topic(camera.namespace, kind),
+                           self.out.image(pixels, encoding, header), log_time)
+        if self.copy_inputs:
+            self.out.write('/' + camera.topic.strip('/'),
+                           convert_message(msg, msgtype, self.out.typestore), log_time)
+        write_ms = (time.perf_counter() - written) * 1000.0
+        stamp = stamp_ns(msg.header)
+        timings = result.timings
+        camera.records.append({
+            'stamp_ns': stamp, 'log_ns': int(log_time), 'decode': decode_ms,
+            'convert': timings.get('convert', 0.0), 'infer': timings.get('infer', 0.0),
+            'postprocess': timings.get('postprocess', 0.0), 'pipeline': timings['total'],
+            'node': decode_ms + timings['total'], 'write': write_ms,
+            'end_to_end': decode_ms + timings['total'] + write_ms})
+        camera.frames += 1
+        if self.scorer is not None:
+            self._score(camera, result, stamp, index)
+        if index in camera.overlay_at:
+            from seg_perception.replay.report import overlay_panel
+            self.overlays.append(((camera.name, index), f'{camera.name} frame {index}',
+                                  overlay_panel(to_rgb(*decoded), result.color,
+                                                result.drivable_mask)))
+
+    def _score(self, camera: Camera, result, stamp: int, index: int) -> None:
+        prediction = self.scorer.prediction(result)
+        if isinstance(self.truth, bag_labels.TopicLabels):
+            self.truth.add_frame(self.scorer, camera.name, stamp, prediction)
+            return
+        found = self.truth.lookup(camera.name, stamp, index)
+        if found is not None:
+            self.scorer.update(camera.name, prediction, found[0], found[1])
+
+    def finish(self, model: str, bag: str, started: float, error) -> Dict:
+        """Assemble the summary, write the report (partial on error); return metrics.json."""
+        from seg_perception.replay.report import build_summary, write_report
+        summary = build_summary(self, model=model, bag=bag, error=error,
+                                seconds=time.monotonic() - started)
+        try:
+            overlays = [(caption, picture) for _, caption, picture in
+                        sorted(self.overlays, key=lambda item: item[0])]
+            summary = write_report(self.output_dir, summary, self.cameras, overlays,
+                                   self.scorer, self.pipeline.info)
+        except Exception:  # noqa: BLE001 - never hide the run's own error behind this one
+            if error is None:
+                raise
+            LOG.exception('writing the partial report failed')
+        return summary

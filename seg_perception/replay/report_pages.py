@@ -1,0 +1,180 @@
+"""The text of the bag-eval report, once as Markdown and once as self-contained HTML.
+
+The content is laid out once, as a list of blocks (heading, paragraph, table,
+picture), and rendered twice: Markdown links the pictures by relative path,
+HTML embeds them as base64 PNG so the one file can be mailed or attached.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+from typing import Dict, List, Sequence, Tuple
+
+from seg_perception.evaluation.tables import markdown_table
+
+STAGE_NOTES = {
+    'decode': 'deserialize + image decode', 'convert': 'to RGB at the fed size',
+    'infer': 'backend call', 'postprocess': 'upsample + drivable + overlay',
+    'pipeline': 'SegmentationPipeline.process', 'node': 'decode + pipeline: the node\'s work',
+    'write': 'output messages to the bag (not a node cost)',
+    'end_to_end': 'decode + pipeline + write',
+}
+
+
+def _ms(value) -> str:
+    return 'n/a' if value is None else f'{value:.1f}'
+
+
+def _pct(value) -> str:
+    return 'n/a' if value is None else f'{100.0 * value:.2f}'
+
+
+def _num(value, digits=2) -> str:
+    return 'n/a' if value is None else f'{value:.{digits}f}'
+
+
+def blocks(result: Dict, pictures: Dict[str, str],
+           overlays: Sequence[Tuple[str, str]]) -> List[tuple]:
+    """The report as ('h1'|'h2'|'p'|'warn', text), ('table', header, rows) and
+    ('img', caption, path) blocks."""
+    out: List[tuple] = [('h1', f'Bag evaluation: {os.path.basename(result["bag"])}')]
+    if result.get('status') != 'complete':
+        out.append(('warn', f'PARTIAL: the run stopped early after {result["frames"]} frames: '
+                            f'{result.get("error")}'))
+    inference = result.get('inference') or {}
+    out.append(('table', ('', ''), [
+        ('bag', f'{result["bag"]} ({result.get("bag_format")})'),
+        ('model', f'{result.get("model")} ({result.get("architecture")})'),
+        ('backend', f'{inference.get("name")} {inference.get("precision") or ""} on '
+                    f'{inference.get("device") or "?"}'),
+        ('output bag', str(result.get('output_bag'))),
+        ('frames', str(result['frames'])),
+        ('recording', f'{_num(result.get("recording_s"))} s'),
+        ('processing', f'{_num(result.get("processing_s"))} s (wall time of the run '
+                       f'{_num(result.get("seconds"))} s)'),
+    ]))
+    cameras = result.get('cameras') or {}
+    out.append(('h2', 'Cameras'))
+    out.append(('table', ('camera', 'topic', 'type', 'frames', 'skipped', 'recorded fps',
+                          'processing fps', 'outputs'),
+                [(name, c['topic'], c['message_type'].rsplit('/', 1)[-1], c['frames'],
+                  c['skipped'], _num(c['recorded_fps'], 1), _num(c['processing_fps'], 1),
+                  f'/{c["namespace"]}/segmentation/{{labels,drivable_mask,color}}')
+                 for name, c in cameras.items()]))
+    realtime = result.get('realtime') or {}
+    out.append(('h2', 'Real time'))
+    out.append(('p', realtime.get('verdict', 'n/a')))
+    out.append(('p', 'Work per frame = decode + pipeline, one frame at a time on one worker, '
+                     'the first frame per camera left out of the mean (warm-up). The node '
+                     'batches cameras, so this is its single-frame worst case.'))
+    out.append(('h2', 'Latency per stage (ms)'))
+    header = ('stage', 'median', 'p95', 'max', 'what')
+    groups = [('all cameras', result.get('latency_ms') or {})]
+    if len(cameras) > 1:
+        groups += [(name, c['latency_ms']) for name, c in cameras.items()]
+    for title, latency in groups:
+        if len(groups) > 1:
+            out.append(('p', title))
+        out.append(('table', header, [(stage, _ms(v['median']), _ms(v['p95']), _ms(v['max']),
+                                       STAGE_NOTES.get(stage, ''))
+                                      for stage, v in latency.items()]))
+    if 'latency' in pictures:
+        out.append(('img', 'Latency (decode + pipeline) over recording time, '
+                           '(dashed: frame period)',
+                    pictures['latency']))
+    truth = result.get('ground_truth')
+    if truth:
+        out += _truth_blocks(result, truth, cameras, pictures)
+    skipped = [(name, reason) for name, c in cameras.items() for reason in c['skip_reasons']]
+    if skipped:
+        out.append(('h2', 'Skipped frames'))
+        out.append(('table', ('camera', 'reason'), skipped))
+    if overlays:
+        out.append(('h2', 'Overlays'))
+        out.append(('p', 'Left: class colours over the image. Right: drivable area in green.'))
+        out += [('img', caption, path) for caption, path in overlays]
+    return out
+
+
+def _truth_blocks(result, truth, cameras, pictures) -> List[tuple]:
+    out: List[tuple] = [('h2', 'Accuracy against ground truth (%)')]
+    out.append(('p', f'{truth["kind"]} labels from {truth["source"]}: '
+                     f'{truth["frames_scored"]} frames scored, {truth["labels_matched"]} labels '
+                     f'matched, {truth["labels_unmatched"]} labels without a frame.'))
+    out.append(('table', ('metric', 'value'), [
+        ('mIoU', _pct(result.get('miou'))), ('drivable-area IoU', _pct(result.get('drivable_iou'))),
+        ('pixel accuracy', _pct(result.get('pixel_accuracy'))),
+        ('mean class accuracy', _pct(result.get('mean_accuracy')))]))
+    per_class = result.get('per_class_iou') or {}
+    out.append(('table', ('class', 'IoU'), [(n, _pct(v)) for n, v in per_class.items()]))
+    labelled = [(n, c['metrics']) for n, c in cameras.items() if c.get('metrics')]
+    if len(labelled) > 1:
+        out.append(('table', ('camera', 'frames', 'mIoU', 'drivable IoU'),
+                    [(n, m['num_images'], _pct(m['miou']), _pct(m['drivable_iou']))
+                     for n, m in labelled]))
+    if 'confusion' in pictures:
+        out.append(('img', 'Confusion matrix (rows: ground truth)', pictures['confusion']))
+    return out
+
+
+def markdown_report(result: Dict, pictures: Dict[str, str],
+                    overlays: Sequence[Tuple[str, str]], output_dir: str) -> str:
+    """report.md: pictures linked relative to ``output_dir``."""
+    lines: List[str] = []
+    for block in blocks(result, pictures, overlays):
+        kind = block[0]
+        if kind == 'h1':
+            lines += [f'# {block[1]}', '']
+        elif kind == 'h2':
+            lines += [f'## {block[1]}', '']
+        elif kind == 'warn':
+            lines += [f'> **{block[1]}**', '']
+        elif kind == 'p':
+            lines += [block[1], '']
+        elif kind == 'table':
+            lines.append(markdown_table(block[1], block[2], align='l' * len(block[1])))
+        elif kind == 'img':
+            relative = os.path.relpath(block[2], output_dir).replace(os.sep, '/')
+            lines += [f'![{block[1]}]({relative})', '', f'*{block[1]}*', '']
+    return '\n'.join(lines).rstrip() + '\n'
+
+
+_STYLE = ('body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}'
+          'table{border-collapse:collapse;margin:.5em 0 1em}'
+          'td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}'
+          'th{background:#f0f0f0}.warn{background:#fde2e1;border:1px solid #d33;padding:.6em}'
+          'figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:90%}')
+
+
+def _embedded(path: str) -> str:
+    with open(path, 'rb') as stream:
+        return 'data:image/png;base64,' + base64.b64encode(stream.read()).decode('ascii')
+
+
+def html_report(result: Dict, pictures: Dict[str, str],
+                overlays: Sequence[Tuple[str, str]]) -> str:
+    """report.html: one file, pictures embedded as base64 PNG."""
+    title = html.escape(f'Bag evaluation: {os.path.basename(result["bag"])}')
+    parts = ['<!DOCTYPE html>', '<html><head><meta charset="utf-8">',
+             f'<title>{title}</title><style>{_STYLE}</style></head><body>']
+    for block in blocks(result, pictures, overlays):
+        kind = block[0]
+        if kind in ('h1', 'h2'):
+            parts.append(f'<{kind}>{html.escape(block[1])}</{kind}>')
+        elif kind == 'warn':
+            parts.append(f'<p class="warn">{html.escape(block[1])}</p>')
+        elif kind == 'p':
+            parts.append(f'<p>{html.escape(block[1])}</p>')
+        elif kind == 'table':
+            head = ''.join(f'<th>{html.escape(str(h))}</th>' for h in block[1])
+            rows = ''.join('<tr>' + ''.join(f'<td>{html.escape(str(c))}</td>' for c in row)
+                           + '</tr>' for row in block[2])
+            parts.append(f'<table>{"<tr>" + head + "</tr>" if any(block[1]) else ""}'
+                         f'{rows}</table>')
+        elif kind == 'img':
+            parts.append(f'<figure><img alt="{html.escape(block[1])}" '
+                         f'src="{_embedded(block[2])}"><figcaption>{html.escape(block[1])}'
+                         '</figcaption></figure>')
+    parts.append('</body></html>')
+    return '\n'.join(parts) + '\n'

@@ -1,0 +1,346 @@
+"""The training loop behind ``seg-perception train`` (see training.py for the CLI)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from typing import Any, Dict, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from seg_perception.errors import InvalidValueError
+from seg_perception.models.checkpoint import load_checkpoint, offline_config, save_checkpoint
+from seg_perception.config import dump_config
+from seg_perception.training.distributed import (DistContext, all_gather_objects, all_reduce_mean,
+                                                 barrier)
+from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
+from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo
+from seg_perception.training.utils import (LOGGER, Progress, PolyWithWarmup, ResumableSampler,
+                                           SeededSamples, ShardSampler, attach_log_file,
+                                           build_optimizer, capture_rng, resolve_amp, restore_rng,
+                                           seed_everything)
+from seg_perception.training.setup import build_criterion, log_config_changes, prediction_picture
+
+# Settings that may change between a run and its resume without changing the result.
+RESUME_FREE_KEYS = ('train.max_iterations_this_run', 'train.workers', 'train.log_every',
+                    'train.device', 'train.threads', 'data.root')
+
+
+class TrainingDiverged(InvalidValueError, FloatingPointError):
+    """The loss became NaN or infinite (a ValueError, so the CLI prints one line)."""
+
+
+class Trainer:
+    """Builds everything from a config, then ``fit`` trains, evaluates and checkpoints."""
+
+    def __init__(self, config: Dict[str, Any], output_dir: str, ctx: DistContext):
+        self.config = config
+        self.ctx = ctx
+        self.device = ctx.device
+        self.output_dir = output_dir
+        self.last_path = os.path.join(output_dir, 'last.pt')
+        self.best_path = os.path.join(output_dir, 'best.pt')
+        self.settings = config['train']
+        self.writer = None
+        self.best_miou = -math.inf
+        self.last_metrics: Optional[Dict[str, Any]] = None
+
+    # -- construction ---------------------------------------------------------
+    def _build(self) -> None:
+        from seg_perception.data import build_dataset, build_transforms, label_space_for_config
+        from seg_perception.models import build_model
+        cfg, settings, ctx = self.config, self.settings, self.ctx
+        data_cfg = cfg['data']
+        space = label_space_for_config(data_cfg)
+        model_cfg = dict(cfg['model'])
+        architecture = model_cfg.pop('architecture')
+        model = build_model(architecture, space.num_classes, **model_cfg)
+        norm = getattr(model, 'normalization', None)
+        norm = norm() if callable(norm) else norm
+        self.mean, self.std = norm if norm else (IMAGENET_MEAN, IMAGENET_STD)
+        self.train_set = build_dataset(data_cfg, 'train',
+                                       build_transforms(data_cfg, True, self.mean, self.std))
+        self.val_set = build_dataset(data_cfg, 'val',
+                                     build_transforms(data_cfg, False, self.mean, self.std))
+        self.space = getattr(self.train_set, 'label_space', space)
+        self.info = ModelInfo.from_label_space(
+            architecture, self.space, cfg['deploy']['input_size'], mean=self.mean,
+            std=self.std, arch_config=offline_config(architecture, model_cfg),
+            dataset=str(data_cfg.get('dataset', '')))
+
+        # Data order: one global permutation per epoch, sharded over processes.
+        per_process = settings['batch_size'] // (ctx.world_size * settings['accumulate'])
+        if per_process * ctx.world_size * settings['accumulate'] != settings['batch_size']:
+            raise InvalidValueError(
+                f'train.batch_size ({settings["batch_size"]}) must be divisible by the number '
+                f'of processes ({ctx.world_size}) times train.accumulate '
+                f'({settings["accumulate"]})')
+        self.micro_batch = per_process
+        self.sampler = ResumableSampler(self.train_set, ctx.world_size, ctx.rank,
+                                        settings['seed'])
+        self.steps_per_epoch = self.sampler.num_samples // (per_process * settings['accumulate'])
+        if self.steps_per_epoch < 1:
+            raise InvalidValueError(f'the training set has {len(self.train_set)} images, fewer '
+                                    f'than one batch of train.batch_size={settings["batch_size"]}')
+        schedule = cfg['schedule']
+        self.total = schedule['iterations'] or schedule['epochs'] * self.steps_per_epoch
+        pin = self.device.type == 'cuda'
+        workers = settings['workers']
+        self.train_loader = DataLoader(
+            SeededSamples(self.train_set), batch_size=per_process, sampler=self.sampler,
+            num_workers=workers, drop_last=True, pin_memory=pin, persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(settings['seed']))
+        self.val_loader = DataLoader(
+            self.val_set, batch_size=settings['val_batch_size'],
+            sampler=ShardSampler(len(self.val_set), ctx.world_size, ctx.rank),
+            num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(settings['seed']))
+
+        # The network on its device, in its memory layout, wrapped for DDP.
+        self.memory_format = (torch.channels_last if settings['channels_last']
+                              else torch.contiguous_format)
+        if ctx.distributed and settings['sync_bn']:
+            if self.device.type == 'cuda':
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                LOGGER.info('train.sync_bn: SyncBatchNorm needs GPUs; on the CPU each process '
+                            'normalises over its own %d images', per_process)
+        model = model.to(self.device, memory_format=self.memory_format)
+        self.model = model
+        self.ddp = model
+        if ctx.distributed:
+            ids = [self.device.index] if self.device.type == 'cuda' else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.criterion = build_criterion(cfg, self.train_set, self.space, self.output_dir,
+                                         ctx).to(self.device)
+        self.optimizer = build_optimizer(model, cfg['optimizer'])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, PolyWithWarmup(
+            self.total, schedule['power'], schedule['warmup_iterations'],
+            schedule['warmup_factor'], schedule['policy']))
+        self.amp_dtype, use_scaler, self.amp_name = resolve_amp(settings['amp'], self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        if self.settings['freeze_bn']:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    # -- checkpoints ----------------------------------------------------------
+    def _state(self, iteration: int, rng_states=None) -> Dict[str, Any]:
+        """The checkpoint dict; without ``rng_states`` only what export needs (best.pt)."""
+        state = {'model': self.model.state_dict(), 'model_info': self.info.to_dict(),
+                 'iteration': iteration, 'epoch': iteration // self.steps_per_epoch,
+                 'config': self.config,
+                 'best_miou': self.best_miou if math.isfinite(self.best_miou) else None,
+                 'metrics': nan_to_none(self.last_metrics) if self.last_metrics else None}
+        if rng_states is not None:
+            state.update({'optimizer': self.optimizer.state_dict(),
+                          'lr_scheduler': self.scheduler.state_dict(),
+                          'scaler': self.scaler.state_dict(), 'rng': rng_states,
+                          'world_size': self.ctx.world_size})
+        return state
+
+    def _save(self, iteration: int) -> None:
+        rng_states = all_gather_objects(self.ctx, capture_rng())
+        if self.ctx.is_main:
+            save_checkpoint(self.last_path, self._state(iteration, rng_states))
+            LOGGER.info('iteration %d: wrote %s', iteration, self.last_path)
+        barrier(self.ctx)
+
+    def _load(self, path: str) -> int:
+        state = load_checkpoint(path)
+        missing = [k for k in ('optimizer', 'lr_scheduler', 'iteration', 'rng') if k not in state]
+        if missing:
+            raise InvalidValueError(f'{path} cannot be resumed: it lacks {", ".join(missing)} '
+                                    '(only last.pt of a training run holds the full state)')
+        log_config_changes(state.get('config') or {}, self.config, RESUME_FREE_KEYS)
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        # The schedule's shape (length, warmup) comes from the current config, so a run
+        # can be extended; its position comes from the checkpoint.
+        scheduler_state = dict(state['lr_scheduler'])
+        scheduler_state['lr_lambdas'] = [None] * len(self.scheduler.lr_lambdas)
+        self.scheduler.load_state_dict(scheduler_state)
+        if state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
+        best = state.get('best_miou')
+        self.best_miou = -math.inf if best is None else float(best)
+        rng = state['rng']
+        iteration = int(state['iteration'])
+        if len(rng) == self.ctx.world_size:
+            restore_rng(rng[self.ctx.rank])
+        else:
+            LOGGER.warning('%s was written by %d processes, this run has %d: data order is '
+                           'kept, random augmentation streams of the model are reseeded',
+                           path, len(rng), self.ctx.world_size)
+            seed_everything(self.settings['seed'] + self.ctx.rank + iteration)
+        LOGGER.info('resumed %s at iteration %d (epoch %d)', path, iteration,
+                    iteration // self.steps_per_epoch)
+        return iteration
+
+    # -- validation -----------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, iteration: int) -> Dict[str, Any]:
+        """mIoU on the validation split (every process a shard, matrices summed)."""
+        self.model.eval()
+        matrix = ConfusionMatrix(self.space.num_classes, self.space.ignore_index)
+        for images, masks in self.val_loader:
+            images = images.to(self.device, memory_format=self.memory_format)
+            with self._autocast():
+                logits = self.model(images)
+            matrix.update(logits.argmax(1), masks)
+        matrix.all_reduce()
+        metrics = matrix.summary(self.space.class_names, self.space.drivable_ids)
+        metrics['iteration'] = iteration
+        self.last_metrics = metrics
+        if self.ctx.is_main:
+            per_class = ' '.join(f'{n} {v:.3f}' for n, v in metrics['per_class_iou'].items())
+            LOGGER.info('iteration %d: val mIoU %.4f pixel acc %.4f | %s', iteration,
+                        metrics['miou'], metrics['pixel_accuracy'], per_class)
+            if self.writer is not None:
+                self._write_eval(metrics, iteration)
+        return metrics
+
+    def _write_eval(self, metrics: Dict[str, Any], iteration: int) -> None:
+        self.writer.add_scalar('val/mIoU', metrics['miou'], iteration)
+        self.writer.add_scalar('val/pixel_accuracy', metrics['pixel_accuracy'], iteration)
+        for name, value in metrics['per_class_iou'].items():
+            if not math.isnan(value):
+                self.writer.add_scalar(f'val_iou/{name}', value, iteration)
+        for k in range(min(self.settings['vis_images'], len(self.val_set))):
+            image, mask = self.val_set[k]
+            batch = image.unsqueeze(0).to(self.device, memory_format=self.memory_format)
+            with self._autocast():
+                prediction = self.model(batch).argmax(1)[0]
+            self.writer.add_image(f'val_prediction/{k}', prediction_picture(
+                image, mask, prediction, self.space, self.mean, self.std), iteration,
+                dataformats='HWC')
+        self.writer.flush()
+
+    # -- the loop -------------------------------------------------------------
+    def _open_outputs(self) -> None:
+        if not self.ctx.is_main:
+            return
+        os.makedirs(self.output_dir, exist_ok=True)
+        handler = attach_log_file(os.path.join(self.output_dir, 'train.log'))
+        handler._seg_perception_run = True
+        dump_config(self.config, os.path.join(self.output_dir, 'config.yaml'))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(self.output_dir, 'tensorboard'))
+        except ImportError as exc:
+            LOGGER.warning('no TensorBoard logging (%s); pip install tensorboard', exc)
+
+    def _train_step(self, batches) -> float:
+        """One optimizer step over ``accumulate`` micro-batches; returns the mean loss."""
+        accumulate = self.settings['accumulate']
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for micro in range(accumulate):
+            images, masks = next(batches)
+            images = images.to(self.device, non_blocking=True,
+                               memory_format=self.memory_format)
+            masks = masks.to(self.device, non_blocking=True)
+            sync = micro == accumulate - 1 or self.ddp is self.model
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()):
+                with self._autocast():
+                    loss = self.criterion(self.ddp(images), masks) / accumulate
+                self.scaler.scale(loss).backward()
+            total += loss.detach().float()
+        if self.settings['grad_clip']:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings['grad_clip'])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(all_reduce_mean(self.ctx, total))
+
+    def fit(self, resume: Optional[str] = None) -> Dict[str, Any]:
+        """Train to the configured length (or ``max_iterations_this_run``); return a summary."""
+        settings, ctx = self.settings, self.ctx
+        if settings['threads']:
+            torch.set_num_threads(settings['threads'])
+        if self.device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True
+        self._open_outputs()
+        barrier(ctx)
+        seed_everything(settings['seed'] + ctx.rank)
+        self._build()
+        iteration = self._load(resume) if resume else 0
+        LOGGER.info('training %s (%.2f M parameters) on %s, %d process(es), %s; %d train / %d '
+                    'val images; batch %d (%d per process x %d accumulated); %d steps per '
+                    'epoch; iterations %d -> %d', self.info.architecture,
+                    sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
+                    ctx.world_size, self.amp_name, len(self.train_set), len(self.val_set),
+                    settings['batch_size'], self.micro_batch, settings['accumulate'],
+                    self.steps_per_epoch, iteration, self.total)
+        progress = Progress(self.total, iteration, settings['batch_size'], settings['log_every'],
+                            enabled=ctx.is_main)
+        start, stop_at = iteration, self.total
+        if settings['max_iterations_this_run']:
+            stop_at = min(self.total, start + settings['max_iterations_this_run'])
+        samples_per_step = self.micro_batch * settings['accumulate']
+        while iteration < stop_at:
+            epoch, step = divmod(iteration, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch, start=step * samples_per_step,
+                                   limit=self.steps_per_epoch * samples_per_step)
+            batches = iter(self.train_loader)
+            progress.pause()
+            for _ in range(step, self.steps_per_epoch):
+                self._set_train_mode()
+                loss = self._train_step(batches)
+                if not math.isfinite(loss) and not self.scaler.is_enabled():
+                    raise TrainingDiverged(
+                        f'the training loss became {loss} at iteration {iteration + 1}; '
+                        'lower optimizer.lr, set train.grad_clip, or train.amp=off')
+                iteration += 1
+                lr = self.optimizer.param_groups[-1]['lr']
+                progress.step(loss, lr, epoch)
+                if self.writer is not None and iteration % settings['log_every'] == 0:
+                    self.writer.add_scalar('train/loss', loss, iteration)
+                    self.writer.add_scalar('train/lr', lr, iteration)
+                self._after_step(iteration, stop_at)
+                progress.pause()
+                if iteration >= stop_at:
+                    break
+        progress.close()
+        return self._finish(iteration, start)
+
+    def _after_step(self, iteration: int, stop_at: int) -> None:
+        settings = self.settings
+        if iteration % settings['eval_every'] == 0 or iteration == self.total:
+            metrics = self.evaluate(iteration)
+            if metrics['miou'] > self.best_miou:
+                self.best_miou = metrics['miou']
+                if self.ctx.is_main:
+                    save_checkpoint(self.best_path, self._state(iteration))
+                    LOGGER.info('iteration %d: new best mIoU %.4f, wrote %s', iteration,
+                                self.best_miou, self.best_path)
+        if (iteration % settings['checkpoint_every'] == 0 or iteration in (self.total, stop_at)):
+            self._save(iteration)
+
+    def _finish(self, iteration: int, start: int) -> Dict[str, Any]:
+        summary = {'iteration': iteration, 'total_iterations': self.total,
+                   'finished': iteration >= self.total, 'iterations_this_run': iteration - start,
+                   'best_miou': self.best_miou if math.isfinite(self.best_miou) else None,
+                   'metrics': nan_to_none(self.last_metrics) if self.last_metrics else None,
+                   'last_checkpoint': self.last_path,
+                   'best_checkpoint': self.best_path if os.path.exists(self.best_path) else None}
+        if self.ctx.is_main:
+            with open(os.path.join(self.output_dir, 'summary.json'), 'w') as stream:
+                json.dump(summary, stream, indent=2)
+            state = 'finished' if summary['finished'] else 'stopped (resume with --resume)'
+            LOGGER.info('%s at iteration %d/%d; best val mIoU %s', state, iteration, self.total,
+                        'n/a' if summary['best_miou'] is None else f'{self.best_miou:.4f}')
+        if self.writer is not None:
+            self.writer.close()
+        return summary
