@@ -13,7 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from seg_perception.errors import InvalidValueError
+from seg_perception.choices import OUTPUT_RESOLUTIONS, PRECISIONS
+from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.labels import LabelSpace
 
 METADATA_PREFIX = 'seg_perception.'
@@ -25,6 +26,14 @@ LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ModelNotFoundError(SegPerceptionError, FileNotFoundError):
+    """No model file at ``path`` (None: no path given and no default model installed)."""
+
+    def __init__(self, message: str, path: Optional[str] = None):
+        super().__init__(message)
+        self.path = path
 
 
 class ModelInfoError(InvalidValueError):
@@ -50,6 +59,9 @@ class ModelInfo:
     # Filled in by export: what the ONNX graph outputs and at which resolution.
     outputs: List[str] = field(default_factory=lambda: ['labels'])
     output_resolution: str = 'camera'      # 'camera' or 'network'
+    # What the file's graph computes in: 'int8' for a quantised graph, 'fp16' for half
+    # weights. load_model_info reads it from the graph itself.
+    precision: str = 'fp32'
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -76,9 +88,12 @@ class ModelInfo:
             raise ModelInfoError(f'input_size must be (height, width), got {self.input_size}')
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ModelInfoError('mean and std must be 3 values each, std > 0')
-        if self.output_resolution not in ('camera', 'network'):
+        if self.output_resolution not in OUTPUT_RESOLUTIONS:
             raise ModelInfoError(f'output_resolution must be camera or network, '
                                  f'got {self.output_resolution!r}')
+        if self.precision not in PRECISIONS:
+            raise ModelInfoError(f'precision must be one of {", ".join(PRECISIONS)}, '
+                                 f'got {self.precision!r}')
 
     # -- construction --------------------------------------------------------
     @classmethod
@@ -149,8 +164,22 @@ class ModelInfo:
             raise ModelInfoError(f'{source}: {exc}') from None
 
 
-def read_onnx_metadata(path: str) -> Dict[str, str]:
-    """Read an ONNX file's metadata_props without building an inference session."""
+_INT8_OPS = frozenset({'QuantizeLinear', 'DequantizeLinear', 'QLinearConv', 'ConvInteger',
+                       'MatMulInteger', 'QLinearMatMul'})
+
+
+@dataclass
+class GraphFacts:
+    """What a model file says about itself, read in one pass."""
+
+    metadata: Dict[str, str]
+    precision: Optional[str] = None       # None: not known (no onnx package to look)
+    classes_scored: Optional[int] = None  # channels of the logits the argmax picks from
+
+
+def read_onnx(path: str) -> GraphFacts:
+    """Read an ONNX file once: its metadata_props, its precision and how many classes its
+    argmax chooses among, without building an inference session."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'model file not found: {path}')
     try:
@@ -161,20 +190,87 @@ def read_onnx_metadata(path: str) -> Dict[str, str]:
             sess = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise ModelInfoError(f'{path} is not a readable ONNX model: {exc}') from None
-        return dict(sess.get_modelmeta().custom_metadata_map)
+        return GraphFacts(dict(sess.get_modelmeta().custom_metadata_map))
     try:
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
         raise ModelInfoError(f'{path} is not a readable ONNX model: {exc}') from None
-    return {p.key: p.value for p in model.metadata_props}
+    return GraphFacts({p.key: p.value for p in model.metadata_props}, _precision(model),
+                      _classes_scored(model))
+
+
+def _precision(model) -> str:
+    import onnx
+    if any(node.op_type in _INT8_OPS for node in model.graph.node):
+        return 'int8'
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return 'fp16'
+    return 'fp32'
+
+
+def _classes_scored(model) -> Optional[int]:
+    """The channel count at the ArgMax's axis, when the graph's shapes say it (else None)."""
+    argmaxes = [n for n in model.graph.node if n.op_type == 'ArgMax']
+    if len(argmaxes) != 1:
+        return None
+    node = argmaxes[0]
+    axis = next((a.i for a in node.attribute if a.name == 'axis'), 0)
+    shapes = {v.name: v for v in model.graph.value_info}
+    if node.input[0] not in shapes:
+        import onnx
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # noqa: BLE001 - a graph shape inference cannot follow
+            return None
+        shapes = {v.name: v for v in inferred.graph.value_info}
+    value = shapes.get(node.input[0])
+    if value is None:
+        return None
+    dims = value.type.tensor_type.shape.dim
+    if not -len(dims) <= axis < len(dims) or not dims[axis].HasField('dim_value'):
+        return None
+    return int(dims[axis].dim_value)
+
+
+def read_onnx_metadata(path: str) -> Dict[str, str]:
+    """An ONNX file's metadata_props (see read_onnx for everything it says)."""
+    return read_onnx(path).metadata
 
 
 def load_model_info(path: str) -> ModelInfo:
-    """The one loader: the ModelInfo of an exported ONNX model."""
-    return ModelInfo.from_metadata(read_onnx_metadata(path), source=str(path))
+    """The one loader: the ModelInfo of an exported ONNX model, its precision read from the
+    graph, checked against what the graph computes (ModelInfoError when it does not fit)."""
+    facts = read_onnx(path)
+    info = ModelInfo.from_metadata(facts.metadata, source=str(path))
+    if facts.precision is not None:
+        info.precision = facts.precision
+    if facts.classes_scored is not None and facts.classes_scored > info.num_classes:
+        # Its argmax would publish class ids that the class map does not name.
+        raise ModelInfoError(f'{path}: the graph scores {facts.classes_scored} classes but its '
+                             f'metadata names {info.num_classes} ({", ".join(info.class_names)})'
+                             '; re-export it, or fix the class names')
+    return info
 
 
 def default_model_path() -> Optional[str]:
     """The ONNX model shipped with the package, or None when this install has none."""
     path = os.path.join(os.path.dirname(__file__), 'assets', 'default_model.onnx')
     return path if os.path.isfile(path) else None
+
+
+def resolve_model_path(path: Optional[str]) -> str:
+    """The model file to load: ``path`` (``~`` expanded), or the shipped default model when
+    ``path`` is empty; FileNotFoundError naming what is missing. Every consumer (commands,
+    node, replay) resolves through here."""
+    if not path:
+        default = default_model_path()
+        if default is None:
+            raise ModelNotFoundError('no model given and no default model is installed '
+                                     '(seg_perception/assets/default_model.onnx): pass '
+                                     '--model MODEL.onnx, a model made by `seg-perception '
+                                     'export`')
+        return default
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isfile(path):
+        raise ModelNotFoundError(f'model file not found: {path}', path)
+    return path

@@ -11,10 +11,11 @@ import onnxruntime
 import pytest
 
 import runtime_models as rm
+from seg_perception import model_info
 from seg_perception.model_info import ModelInfoError
-from seg_perception.runtime import backends
 from seg_perception.runtime.trt import backend as trt_backend
-from seg_perception.runtime.backends import create_backend, default_num_threads
+from seg_perception.runtime.backends import create_backend
+from seg_perception.runtime.onnxruntime_backend import MAX_DEFAULT_THREADS, default_num_threads
 
 
 def frames(n=2, height=45, width=70, seed=0):
@@ -132,7 +133,7 @@ def test_outputs_are_preallocated_per_shape_and_stay_correct():
 
 def test_thread_defaults_suit_a_small_vehicle_cpu():
     threads = default_num_threads()
-    assert 1 <= threads <= min(backends.MAX_DEFAULT_THREADS, os.cpu_count())
+    assert 1 <= threads <= min(MAX_DEFAULT_THREADS, os.cpu_count())
     assert create_backend(rm.exported(), 'onnxruntime', threads=2).describe()['threads'] == 2
 
 
@@ -181,7 +182,7 @@ def test_bad_batches_are_refused():
 
 
 def test_no_model_and_no_default_model_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(backends, 'default_model_path', lambda: None)
+    monkeypatch.setattr(model_info, 'default_model_path', lambda: None)
     with pytest.raises(FileNotFoundError, match='no default model'):
         create_backend(None)
 
@@ -215,6 +216,7 @@ def test_tensorrt_provider_int8_needs_qdq_nodes(monkeypatch):
         'TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider'])
     with pytest.raises(ValueError, match=r'needs a quantised \(QDQ\) model; .* is fp32'):
         create_backend(path, 'onnxruntime-tensorrt', precision='int8')
-    monkeypatch.setattr(backends, '_model_precision', lambda model_path: None)
-    with pytest.raises(ValueError, match='cannot be checked .* without the onnx package'):
+    # Without the onnx package to look for Q/DQ nodes, the file's own metadata decides.
+    monkeypatch.setitem(sys.modules, 'onnx', None)
+    with pytest.raises(ValueError, match=r'needs a quantised \(QDQ\) model; .* is fp32'):
         create_backend(path, 'onnxruntime-tensorrt', precision='int8')

@@ -146,7 +146,9 @@ def test_pre_and_post_processing_stay_float(quantized, target):
 def test_metadata_is_carried_over_with_the_precision(quantized):
     original = load_model_info(quantized['fp32'])
     for target, activations in (('cpu', 'uint8'), ('tensorrt', 'int8')):
-        assert load_model_info(quantized[target]).to_dict() == original.to_dict()
+        carried = load_model_info(quantized[target])
+        assert carried.precision == 'int8' and original.precision == 'fp32'
+        assert dict(carried.to_dict(), precision='fp32') == original.to_dict()
         props = read_onnx_metadata(quantized[target])
         assert props['seg_perception.precision'] == '"int8"'
         record = quantize.quantization_record(quantized[target])

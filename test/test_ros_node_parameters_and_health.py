@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+from seg_perception import model_info
 from seg_perception.ros import params, worker
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
 
@@ -71,9 +72,9 @@ def test_invalid_parameters_name_the_parameter(values, match, model_file):
 
 
 def test_empty_model_uses_the_shipped_default_or_says_there_is_none(monkeypatch, model_file):
-    monkeypatch.setattr(params, 'default_model_path', lambda: model_file)
+    monkeypatch.setattr(model_info, 'default_model_path', lambda: model_file)
     assert params.build_config({'model': ''}).model_path == model_file
-    monkeypatch.setattr(params, 'default_model_path', lambda: None)
+    monkeypatch.setattr(model_info, 'default_model_path', lambda: None)
     with pytest.raises(params.ParameterError, match='ships no default model'):
         params.build_config({'model': ''})
 

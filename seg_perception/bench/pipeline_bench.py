@@ -33,14 +33,10 @@ NOTES_MARKER = '<!-- notes: kept when the benchmark rewrites this file -->'
 
 def model_files(args, scratch: str):
     """(onnx path, checkpoint path or None, description if built here or None)."""
-    from seg_perception.model_info import default_model_path
-    if args.model:
-        if not os.path.isfile(args.model):
-            raise FileNotFoundError(f'model file not found: {args.model}')
-        return args.model, args.checkpoint, None
-    if default_model_path():
-        # --checkpoint is then the default model's own training checkpoint (for --naive)
-        return default_model_path(), args.checkpoint, None
+    from seg_perception.model_info import default_model_path, resolve_model_path
+    if args.model or default_model_path():
+        # without --model, --checkpoint is the default model's own training checkpoint
+        return resolve_model_path(args.model), args.checkpoint, None
     import torch
 
     from seg_perception.models.checkpoint import make_checkpoint, save_checkpoint

@@ -5,7 +5,7 @@ import argparse
 import re
 from typing import Tuple
 
-from seg_perception.runtime.backends import BACKENDS, PRECISIONS
+from seg_perception.choices import BACKENDS, PRECISIONS
 
 MODEL_HELP = 'exported ONNX model (default: the model shipped with the package)'
 

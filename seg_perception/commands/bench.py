@@ -15,7 +15,7 @@ from seg_perception.bench.pipeline_bench import (machine, markdown_table, model_
                                                  run_config, summary_lines, write_results)
 from seg_perception.commands._args import add_runtime_options, parse_size
 from seg_perception.errors import InvalidValueError
-from seg_perception.runtime.backends import BACKENDS, PRECISIONS
+from seg_perception.choices import BACKENDS, PRECISIONS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

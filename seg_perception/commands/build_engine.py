@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from seg_perception.choices import PRECISIONS
 from seg_perception.errors import InvalidValueError
 from seg_perception.runtime.trt import cache as engine_cache
 from seg_perception.runtime.trt.lock import LockTimeoutError
@@ -27,7 +28,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``seg-perception build-engine``."""
     parser.add_argument('--model', required=True, help='ONNX model from seg-perception export '
                         '(or quantize --target tensorrt for int8)')
-    parser.add_argument('--precision', choices=engine_cache.PRECISIONS, default='fp16',
+    parser.add_argument('--precision', choices=PRECISIONS, default='fp16',
                         help='fp32, fp16 (default) or int8 (needs a QDQ model)')
     parser.add_argument('--shapes', nargs='+', type=_profile_arg, metavar='PROFILE',
                         help='one optimisation profile per camera resolution / batch range: '

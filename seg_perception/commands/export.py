@@ -9,9 +9,9 @@ import logging
 import os
 
 from seg_perception.commands._args import parse_size
-from seg_perception.deploy.export import (DEFAULT_OPSET, EXPORTERS, OUTPUT_RESOLUTIONS,
-                                          ExportError, export_onnx, parity_with_torch,
-                                          smooth_test_frame)
+from seg_perception.choices import OUTPUT_RESOLUTIONS
+from seg_perception.deploy.export import (DEFAULT_OPSET, EXPORTERS, ExportError, export_onnx,
+                                          parity_with_torch, smooth_test_frame)
 from seg_perception.errors import CommandError
 
 LOG = logging.getLogger(__name__)

@@ -5,12 +5,11 @@ The work is done by :mod:`seg_perception.deploy.quantize`; this is its shell.
 from __future__ import annotations
 
 import argparse
-import os
 
 from seg_perception.deploy.quantize import (CALIBRATIONS, DEFAULT_COUNT, TARGETS, QuantizeError,
                                             dataset_images, find_images, quantize_model,
                                             spread_pick)
-from seg_perception.model_info import load_model_info
+from seg_perception.model_info import load_model_info, resolve_model_path
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise QuantizeError('--dataset needs --root (the dataset folder)')
     if args.count < 1:
         raise QuantizeError(f'--count must be at least 1, got {args.count}')
-    if not os.path.isfile(args.model):
-        raise FileNotFoundError(f'model file not found: {args.model}')
-    load_model_info(args.model)         # fail on a foreign model before reading images
+    load_model_info(resolve_model_path(args.model))   # a foreign model fails before any image
     if args.images:
         paths = find_images(args.images)
     else:

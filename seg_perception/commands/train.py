@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import List, Optional
 
 from seg_perception.config import load_config
 from seg_perception.errors import InvalidValueError
@@ -54,16 +53,3 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidValueError('no config: pass --config FILE')
     train(config, output, resume=resume)
     return 0
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m seg_perception.commands.train`` (the same as ``seg-perception train``), for
-    ``torchrun``, which starts a module, not a console script."""
-    import sys
-
-    from seg_perception.cli import main as cli_main
-    return cli_main(['train'] + list(sys.argv[1:] if argv is None else argv))
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

@@ -34,12 +34,13 @@ import warnings
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from seg_perception.choices import OUTPUT_RESOLUTIONS, check_choice
 from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.files import replaced_atomically
 from seg_perception.model_info import ModelInfo
+from seg_perception.models.deployable import DeployableSegmenter
 
 LOG = logging.getLogger(__name__)
 # The dynamo exporter's own opset (TensorRT 10 parses it). For TensorRT 8.x, which stops at
@@ -47,7 +48,6 @@ LOG = logging.getLogger(__name__)
 # graph down fails for some operators (Pad).
 DEFAULT_OPSET = 18
 DYNAMO_MIN_OPSET = 18
-OUTPUT_RESOLUTIONS = ('camera', 'network')
 EXPORTERS = ('auto', 'dynamo', 'legacy')
 INPUT_NAME = 'images'
 # Frame sizes the graph accepts; the example traced through the exporter must lie inside.
@@ -59,54 +59,6 @@ _CHATTY_LOGGERS = ('onnxscript', 'onnx_ir', 'torch.onnx', 'torch.export', 'torch
 
 class ExportError(SegPerceptionError, RuntimeError):
     """The exporter failed or produced a graph that does not check out."""
-
-
-class DeployableSegmenter(nn.Module):
-    """Camera bytes in, class ids (and confidence) out: the graph that gets exported."""
-
-    def __init__(self, model: nn.Module, info: ModelInfo, *, with_confidence: bool = False,
-                 output_resolution: str = 'camera'):
-        super().__init__()
-        if output_resolution not in OUTPUT_RESOLUTIONS:
-            raise InvalidValueError(f'output_resolution must be one of {OUTPUT_RESOLUTIONS}, '
-                                    f'got {output_resolution!r}')
-        self.model = model
-        self.input_size = tuple(int(v) for v in info.input_size)
-        self.with_confidence = bool(with_confidence)
-        self.output_resolution = output_resolution
-        mean = torch.tensor(info.mean, dtype=torch.float32)
-        std = torch.tensor(info.std, dtype=torch.float32)
-        # (x / 255 - mean) / std folded into one multiply and one add. When every channel
-        # has the same mean and std (0.5 for EfficientNet-Lite), the constants are scalars:
-        # ONNX Runtime runs its int8 convolutions in NHWC and moves the normalisation there,
-        # where a per-channel constant broadcasts over an innermost axis of 3, slowly (1.6 ms
-        # of a 12 ms INT8 frame at 360x480 here; the same labels either way).
-        uniform = bool((mean == mean[0]).all() and (std == std[0]).all())
-        shape = () if uniform else (1, 3, 1, 1)
-        scale, shift = 1.0 / (255.0 * std), -mean / std
-        self.register_buffer('pixel_scale', (scale[:1] if uniform else scale).reshape(shape),
-                             persistent=False)
-        self.register_buffer('pixel_shift', (shift[:1] if uniform else shift).reshape(shape),
-                             persistent=False)
-
-    def forward(self, images: torch.Tensor):
-        camera_size = (images.shape[1], images.shape[2])
-        # Transpose while still one byte per value, then convert.
-        x = images.permute(0, 3, 1, 2).to(torch.float32)
-        x = F.interpolate(x, size=self.input_size, mode='bilinear', align_corners=False)
-        x = x * self.pixel_scale + self.pixel_shift
-        logits = self.model(x)
-        if self.output_resolution == 'camera':
-            logits = F.interpolate(logits, size=camera_size, mode='bilinear',
-                                   align_corners=False)
-        labels = logits.argmax(dim=1).to(torch.uint8)
-        if not self.with_confidence:
-            return labels
-        # max softmax = 1 / sum(exp(logits - max)), without forming the softmax.
-        top = logits.amax(dim=1, keepdim=True)
-        max_probability = 1.0 / torch.exp(logits - top).sum(dim=1)
-        confidence = torch.round(max_probability * 255.0).to(torch.uint8)
-        return labels, confidence
 
 
 def _example_input(model: nn.Module, input_size: Tuple[int, int]) -> torch.Tensor:
@@ -229,9 +181,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str, *, opset: int = DE
     Raises ExportError when the exporter fails or its graph does not check out.
     """
     import onnx
-    if output_resolution not in OUTPUT_RESOLUTIONS:
-        raise InvalidValueError(f'output_resolution must be one of {OUTPUT_RESOLUTIONS}, '
-                                f'got {output_resolution!r}')
+    check_choice('output_resolution', output_resolution, OUTPUT_RESOLUTIONS)
     if exporter not in EXPORTERS:
         raise InvalidValueError(f'exporter must be one of {EXPORTERS}, got {exporter!r}')
     size = tuple(int(v) for v in (input_size if input_size is not None else info.input_size))

@@ -76,8 +76,6 @@ class PipelinePredictor:
 
     def __init__(self, model_path: str, *, backend: str = 'auto', precision: str = 'fp32',
                  threads: Optional[int] = None, engine_cache_dir: Optional[str] = None):
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(f'model file not found: {model_path}')
         from seg_perception.runtime.pipeline import SegmentationPipeline
         self.pipeline = SegmentationPipeline(model_path, backend=backend, precision=precision,
                                              output_resolution='camera', threads=threads,

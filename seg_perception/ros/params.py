@@ -7,19 +7,15 @@ values to :func:`build_config`, which checks them all and returns a
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from seg_perception.choices import BACKEND_ALIASES, BACKENDS, OUTPUT_RESOLUTIONS, PRECISIONS
 from seg_perception.errors import InvalidValueError
-from seg_perception.model_info import default_model_path
+from seg_perception import model_info
 
-# The runtime's backend names (runtime/backends.py), plus 'torch' for its 'pytorch'.
-BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'torch', 'pytorch', 'onnxruntime-cpu',
-            'onnxruntime-cuda', 'onnxruntime-tensorrt')
-PRECISIONS = ('fp32', 'fp16', 'int8')
-OUTPUT_RESOLUTIONS = ('camera', 'network')
+BACKENDS = BACKENDS + tuple(BACKEND_ALIASES)
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
 # Camera names become topic and parameter name tokens.
@@ -135,7 +131,7 @@ class NodeConfig:
 
     def pipeline_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for SegmentationPipeline."""
-        backend = 'pytorch' if self.backend == 'torch' else self.backend
+        backend = BACKEND_ALIASES.get(self.backend, self.backend)
         return dict(model_path=self.model_path, backend=backend, precision=self.precision,
                     output_resolution=self.output_resolution,
                     drivable_classes=list(self.drivable_classes) if self.drivable_classes
@@ -205,16 +201,14 @@ def camera_names(values: Dict[str, Any]) -> List[str]:
 
 def resolve_model_path(path: str) -> str:
     """The model file to load: ``path``, or the shipped default when empty."""
-    if not path:
-        default = default_model_path()
-        if default is None:
+    try:
+        return model_info.resolve_model_path(path)
+    except model_info.ModelNotFoundError as exc:
+        if exc.path is None:
             raise ParameterError("parameter 'model' is empty and this install ships no default "
-                                 'model: set it to an ONNX file made by `seg-perception export`')
-        return default
-    path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise ParameterError(f"parameter 'model': file not found: {path}")
-    return path
+                                 'model: set it to an ONNX file made by `seg-perception '
+                                 'export`') from None
+        raise ParameterError(f"parameter 'model': file not found: {exc.path}") from None
 
 
 def _drivable_classes(value: Any) -> Optional[Tuple[Any, ...]]:

@@ -46,8 +46,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from seg_perception.choices import OUTPUT_RESOLUTIONS, check_choice
 from seg_perception.errors import InvalidValueError
-from seg_perception.runtime.backends import Backend, create_backend
+from seg_perception.runtime.backend import Backend
+from seg_perception.runtime.backends import create_backend
 from seg_perception.runtime.drivable import NEAREST, DrivableMasker, resolve_drivable_ids
 
 LOG = logging.getLogger(__name__)
@@ -61,7 +63,6 @@ ENCODINGS: Dict[str, Tuple[int, Optional[int]]] = {
     'bgra8': (4, cv2.COLOR_BGRA2RGB),
 }
 RESIZE_MODES = ('auto', 'pipeline', 'graph')
-OUTPUT_RESOLUTIONS = ('camera', 'network')
 _MAX_BUFFERS = 64
 
 
@@ -94,11 +95,8 @@ class SegmentationPipeline:
         with backend='pytorch'). ``backend``: a name for create_backend or a Backend.
         ``drivable_classes``: ids or names overriding the model's drivable classes.
         ``color_alpha``: weight of the palette colour in the overlay (0..1)."""
-        if output_resolution not in OUTPUT_RESOLUTIONS:
-            raise InvalidValueError(f'output_resolution must be one of {OUTPUT_RESOLUTIONS}, '
-                                    f'got {output_resolution!r}')
-        if resize not in RESIZE_MODES:
-            raise InvalidValueError(f'resize must be one of {RESIZE_MODES}, got {resize!r}')
+        check_choice('output_resolution', output_resolution, OUTPUT_RESOLUTIONS)
+        check_choice('resize', resize, RESIZE_MODES)
         if not 0.0 <= color_alpha <= 1.0:
             raise InvalidValueError(f'color_alpha must be between 0 and 1, got {color_alpha}')
         if isinstance(backend, Backend):

@@ -1,7 +1,7 @@
 """The PyTorch backend: a training checkpoint run through the graph that export traces.
 
 For development: compare a checkpoint with its exported file, or run a model
-before exporting it. It wraps the network in ``export.DeployableSegmenter``, so
+before exporting it. It wraps the network in ``models.deployable.DeployableSegmenter``, so
 the preprocessing (bilinear resize to the network size, normalisation) and the
 postprocessing (optional bilinear upsampling of the logits, argmax, confidence)
 are the very same torch code that becomes the ONNX graph. Imports torch; the
@@ -15,7 +15,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from seg_perception.errors import InvalidValueError
-from seg_perception.runtime.backends import Backend, check_batch
+from seg_perception.runtime.backend import Backend, check_batch
 
 
 class PyTorchBackend(Backend):
@@ -32,7 +32,7 @@ class PyTorchBackend(Backend):
         import torch
 
         from seg_perception.models.checkpoint import build_model_from_checkpoint
-        from seg_perception.deploy.export import DeployableSegmenter
+        from seg_perception.models.deployable import DeployableSegmenter
 
         model, info = build_model_from_checkpoint(checkpoint_path)
         if output_resolution is None:

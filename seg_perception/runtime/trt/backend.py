@@ -1,7 +1,7 @@
 """The TensorRT backend: the hook into seg_perception.runtime.trt.engine.
 
-The engine is built from the exported ONNX file and cached by runtime/tensorrt.py,
-imported only when this backend is chosen: TensorRT and cuda-python, no torch.
+The engine is built from the exported ONNX file and cached by trt/engine.py, imported
+only when this backend is chosen: TensorRT and cuda-python, no torch.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from seg_perception.model_info import ModelInfo
-from seg_perception.runtime.backends import Backend, check_batch
+from seg_perception.runtime.backend import Backend, check_batch
 
 
 class TensorRTBackend(Backend):
-    """A TensorRT engine, built from the ONNX file and cached by runtime/tensorrt.py.
+    """A TensorRT engine, built from the ONNX file and cached by trt/engine.py.
 
     ``seg_perception.runtime.trt.engine.load_engine_runner`` (imported here, lazily)
     builds or loads the engine and returns its ``EngineRunner``.

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from seg_perception.choices import PRECISIONS
 from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.files import write_bytes
 from seg_perception.runtime.trt.lock import DEFAULT_LOCK_TIMEOUT_S, BuildLock
@@ -37,7 +38,6 @@ from seg_perception.runtime.trt.lock import DEFAULT_LOCK_TIMEOUT_S, BuildLock
 LOG = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = 'seg_perception/engine-cache-1'
-PRECISIONS = ('fp32', 'fp16', 'int8')
 Shape = Tuple[int, int, int]                    # (batch, height, width) of the uint8 frames
 Profile = Tuple[Shape, Shape, Shape]            # (min, opt, max)
 

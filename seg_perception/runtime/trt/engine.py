@@ -26,6 +26,7 @@ import os
 import re
 from typing import List, Optional, Sequence, Tuple
 
+from seg_perception.choices import PRECISIONS
 from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.files import write_bytes
 from seg_perception.runtime.trt import cache as engine_cache
@@ -148,9 +149,9 @@ def resolve_precision(model_path: str, precision: str, strict: bool = True) -> s
     model builds at int8; asked for fp32/fp16 it is an error when ``strict`` (the
     command line), and int8 with a log line otherwise (the node runs the file's precision).
     """
-    if precision not in engine_cache.PRECISIONS:
+    if precision not in PRECISIONS:
         raise InvalidValueError(f'unknown precision {precision!r}; choose one of '
-                                f'{", ".join(engine_cache.PRECISIONS)}')
+                                f'{", ".join(PRECISIONS)}')
     kind = quantization_format(model_path)
     if kind == 'qoperator':
         raise InvalidValueError(f'{model_path} is quantised in QOperator format (QLinearConv...), '
