@@ -29,6 +29,7 @@ TENSORRT = ['tensorrt>=10.0', 'cuda-python>=12.0', 'polygraphy>=0.49']
 DEV = sorted(set(TRAIN + EXPORT)) + [
     'pytest>=7',
     'flake8>=6',
+    'import-linter>=2.1',
     'vermin>=1.6',
     'colcon-common-extensions>=0.3',
     'scikit-image>=0.21',

@@ -1,4 +1,4 @@
-"""Segmentation metrics from a confusion matrix (NumPy only; torch is imported lazily).
+"""Segmentation metrics from a confusion matrix (NumPy only: no torch on the vehicle path).
 
 Everything is derived from one ``C×C`` integer confusion matrix ``M`` whose rows are
 ground-truth classes and columns predicted classes; pixels whose ground truth is the
@@ -16,8 +16,8 @@ ignore id never enter it. Definitions (they match the Cityscapes benchmark):
   ground truth and prediction, computed from the same matrix.
 
 ``ConfusionMatrix`` accumulates batches with one ``np.bincount`` each and accepts NumPy
-arrays or torch tensors (moved to the CPU). In distributed training call
-``all_reduce_confusion`` (or ``ConfusionMatrix.all_reduce``) before reading the metrics.
+arrays or torch tensors (moved to the CPU, without importing torch). In distributed training
+sum the matrix over processes first (``training.distributed.all_reduce_confusion``).
 """
 from __future__ import annotations
 
@@ -112,34 +112,6 @@ def binary_iou(confusion, class_ids: Iterable[int]) -> float:
     return float(true_pos / union) if union > 0 else float('nan')
 
 
-def all_reduce_confusion(confusion):
-    """Sum a confusion matrix over all processes of ``torch.distributed``.
-
-    Takes a NumPy array or a torch tensor and returns the same kind. Without torch, or
-    when no process group is initialised, the input comes back unchanged.
-    """
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:
-        return confusion
-    if not (dist.is_available() and dist.is_initialized()):
-        return confusion
-    is_tensor = isinstance(confusion, torch.Tensor)
-    tensor = confusion if is_tensor else torch.from_numpy(np.ascontiguousarray(confusion))
-    original_device = tensor.device
-    # NCCL only reduces CUDA tensors; gloo reduces CPU tensors.
-    if dist.get_backend() == 'nccl':
-        device = torch.device('cuda', torch.cuda.current_device())
-    else:
-        device = torch.device('cpu')
-    work = tensor.to(device=device, dtype=torch.int64).clone()
-    dist.all_reduce(work, op=dist.ReduceOp.SUM)
-    if is_tensor:
-        return work.to(device=original_device, dtype=confusion.dtype)
-    return work.cpu().numpy().astype(np.asarray(confusion).dtype)
-
-
 class ConfusionMatrix:
     """Accumulates a ground-truth × prediction pixel count matrix.
 
@@ -229,11 +201,6 @@ class ConfusionMatrix:
         return self
 
     __iadd__ = merge
-
-    def all_reduce(self) -> 'ConfusionMatrix':
-        """Sum the counts over all distributed processes (no-op when not distributed)."""
-        self.matrix = np.asarray(all_reduce_confusion(self.matrix), dtype=np.int64)
-        return self
 
     # -- metrics --------------------------------------------------------------
     def iou(self) -> np.ndarray:

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, List
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -127,3 +128,23 @@ def all_reduce_mean(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
     work = values.detach().clone()
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work / ctx.world_size
+
+
+def all_reduce_confusion(confusion):
+    """Sum a confusion matrix (NumPy array or torch tensor) over all processes; the same kind
+    comes back. Without an initialised process group the input comes back unchanged."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return confusion
+    is_tensor = isinstance(confusion, torch.Tensor)
+    tensor = confusion if is_tensor else torch.from_numpy(np.ascontiguousarray(confusion))
+    original_device = tensor.device
+    # NCCL only reduces CUDA tensors; gloo reduces CPU tensors.
+    if dist.get_backend() == 'nccl':
+        device = torch.device('cuda', torch.cuda.current_device())
+    else:
+        device = torch.device('cpu')
+    work = tensor.to(device=device, dtype=torch.int64).clone()
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    if is_tensor:
+        return work.to(device=original_device, dtype=confusion.dtype)
+    return work.cpu().numpy().astype(np.asarray(confusion).dtype)

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 from seg_perception.errors import InvalidValueError
 from seg_perception.models.checkpoint import load_checkpoint, offline_config, save_checkpoint
 from seg_perception.config import dump_config
-from seg_perception.training.distributed import (DistContext, all_gather_objects, all_reduce_mean,
-                                                 barrier)
+from seg_perception.training.distributed import (DistContext, all_gather_objects,
+                                                 all_reduce_confusion, all_reduce_mean, barrier)
 from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
 from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo
 from seg_perception.training.utils import (LOGGER, Progress, PolyWithWarmup, ResumableSampler,
@@ -198,7 +198,7 @@ class Trainer:
             with self._autocast():
                 logits = self.model(images)
             matrix.update(logits.argmax(1), masks)
-        matrix.all_reduce()
+        matrix.matrix = all_reduce_confusion(matrix.matrix)
         metrics = matrix.summary(self.space.class_names, self.space.drivable_ids)
         metrics['iteration'] = iteration
         self.last_metrics = metrics

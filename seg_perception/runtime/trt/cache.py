@@ -15,7 +15,7 @@ is used only when its sidecar holds the same key and the file's sha256 matches,
 and the injected ``load_fn`` (TensorRT deserialisation) accepts it; anything
 else is reported and rebuilt. Files are written to a temporary name and renamed
 (engine first, sidecar last), so a crash never leaves a half-written engine that
-passes the checks. A build lock (build_lock.BuildLock, an ``fcntl.flock``) keeps
+passes the checks. A build lock (trt/lock.py's BuildLock, an ``fcntl.flock``) keeps
 two processes from building the same engine: the second waits (up to a timeout)
 and then finds the first one's engine in the cache.
 """

@@ -14,7 +14,7 @@ and these precisions:
   deprecated in TensorRT 10). BuilderFlag.INT8 and FP16, so layers left in float
   run in fp16.
 
-Engines live in the cache of engine_cache.py, keyed by the ONNX file, precision,
+Engines live in the cache of trt/cache.py, keyed by the ONNX file, precision,
 profiles, TensorRT version, GPU and DLA core; the ROS node builds one on first
 start when none matches (``load_engine_runner``). This module imports without
 TensorRT; the functions that need it say so in one line.
@@ -217,7 +217,7 @@ def _attach_timing_cache(config, path: Optional[str]):
 
 
 def tensorrt_onnx_bytes(model_path: str) -> bytes:
-    """The model's bytes with its uint8 input cast first (see trt_graph), for the parser."""
+    """The model's bytes with its uint8 input cast first (see trt/graph.py), for the parser."""
     import onnx
     from seg_perception.runtime.trt.graph import cast_uint8_inputs_first, uint8_input_readers
     model = onnx.load(model_path)
