@@ -2,8 +2,6 @@
 
 No rclpy needed: params.py and diagnostics.py are plain Python.
 """
-import types
-
 import pytest
 
 from seg_perception.ros import params, worker
@@ -92,15 +90,9 @@ def test_unknown_parameters_are_reported():
     assert params.unknown_parameters(given, declared) == ['backnd', 'cameras.front.topik']
 
 
-def test_class_map_parameters_and_drivable_override():
-    info = types.SimpleNamespace(class_names=['road', 'sidewalk', 'car'],
-                                 palette=[[128, 64, 128], [244, 35, 232], [0, 0, 142]],
-                                 drivable_ids=[0])
-    assert params.resolve_drivable(info, None) == (0,)
-    assert params.resolve_drivable(info, ('sidewalk', 0)) == (0, 1)
-    with pytest.raises(ValueError, match="unknown drivable class 'lawn'"):
-        params.resolve_drivable(info, ['lawn'])
-    values = params.class_map_parameters(info.class_names, info.palette, (0, 1))
+def test_class_map_parameters():
+    values = params.class_map_parameters(['road', 'sidewalk', 'car'],
+                                         [[128, 64, 128], [244, 35, 232], [0, 0, 142]], (0, 1))
     assert values == {'class_map.names': ['road', 'sidewalk', 'car'],
                       'class_map.colors': ['#804080', '#f423e8', '#00008e'],
                       'class_map.drivable_ids': [0, 1]}

@@ -79,12 +79,10 @@ class SegmentationNode(Node):
             # an unknown drivable class, an unavailable backend...
             raise StartupError(f'cannot use model {self.config.model_path}: {exc}') from None
         info = self.pipeline.info
-        self.backend_values = self._describe_backend()
-        try:
-            drivable_ids = params.resolve_drivable(info, self.config.drivable_classes)
-        except ValueError as exc:
-            raise StartupError(f"parameter 'drivable_classes': {exc}") from None
-        self._declare_class_map(info, drivable_ids)
+        described = self.pipeline.describe()
+        self.backend_values = self._backend_values(described)
+        # The pipeline resolved (and checked) drivable_classes while loading.
+        self._declare_class_map(info, described['drivable_ids'])
         self._create_topics(info)
         self._create_worker()
         self._create_diagnostics()
@@ -212,14 +210,11 @@ class SegmentationNode(Node):
             self.get_logger().error(f'inference worker: {type(exc).__name__}: {exc}',
                                     throttle_duration_sec=5.0)
 
-    def _describe_backend(self) -> dict:
-        """Backend name, precision, device and model, for logs and diagnostics."""
-        backend = getattr(self.pipeline, 'backend', None)
-        described = backend.describe() if hasattr(backend, 'describe') else {}
-        values = {'backend': str(described.get('name', self.config.backend)),
-                  'precision': str(described.get('precision', self.config.precision)),
+    def _backend_values(self, described: dict) -> dict:
+        """Backend name, precision, device and model (from describe()), for logs and diagnostics."""
+        values = {'backend': str(described['name']), 'precision': str(described['precision']),
                   'model': self.config.model_path}
-        if described.get('device'):
+        if described['device']:
             values['device'] = str(described['device'])
         return values
 

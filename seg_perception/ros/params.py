@@ -278,10 +278,3 @@ def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[
         'class_map.colors': ['#%02x%02x%02x' % tuple(int(v) for v in c) for c in palette],
         'class_map.drivable_ids': [int(i) for i in drivable_ids],
     }
-
-
-def resolve_drivable(info, classes: Optional[Sequence[Any]]) -> Tuple[int, ...]:
-    """The drivable class ids of ``info`` (a ModelInfo) after the optional override."""
-    from seg_perception.runtime.drivable import resolve_drivable_ids
-    return resolve_drivable_ids(info.class_names, info.drivable_ids,
-                                list(classes) if classes else None)
