@@ -166,6 +166,15 @@ def test_latency_is_measured_from_the_header_stamp_with_the_node_clock():
     assert snapshot['node_overhead_p50_ms'] < 50
 
 
+def test_a_stamp_from_the_future_is_published_and_warned_about():
+    harness = Harness(max_age_ms=100.0, now_ns=10 * SECOND)
+    assert harness.processor.process([frame(stamp_ns=12 * SECOND + 300_000_000)]) == 1
+    assert harness.warnings == ['front: header stamps 2.3 s ahead of the node clock']
+    snapshot = harness.stats['front'].snapshot()
+    assert snapshot['latency_p50_ms'] is None
+    assert snapshot['stamps_ahead_ms'] == pytest.approx(2300.0)
+
+
 @pytest.mark.parametrize('bad_msg,match', [
     (image_msg(encoding='32FC1'), 'unsupported image encoding'),
     (types.SimpleNamespace(**{**vars(image_msg()), 'step': 5}), 'step 5 is smaller'),

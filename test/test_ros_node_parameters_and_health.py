@@ -120,10 +120,44 @@ def test_camera_stats_rates_drops_and_percentiles():
     assert stats.snapshot()['output_rate_hz'] == 0.0
 
 
-def snapshot(out_rate=10.0, in_rate=10.0, p50=20.0, p95=30.0):
+def test_latency_warning_clears_one_window_after_a_burst_of_late_frames():
+    now = [0.0]
+    stats = CameraStats(window_s=5.0, clock=lambda: now[0])
+    for step in range(20):                       # 2 s of frames 500 ms late
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=500.0)
+    for step in range(20, 120):                  # then 10 s on time
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=20.0)
+        level, message = health(stats.snapshot(), 5.0, 200.0)
+        if now[0] <= 6.0:                        # >= 10 late frames in the 5 s window
+            assert level != OK and 'latency' in message, now[0]
+        elif now[0] >= 7.0:                      # none left
+            assert level == OK and 'latency' not in message, now[0]
+    assert stats.snapshot()['latency_p95_ms'] == pytest.approx(20.0)
+
+
+def test_stamps_from_the_future_warn_instead_of_passing_as_low_latency():
+    now = [0.0]
+    stats = CameraStats(window_s=5.0, clock=lambda: now[0])
+    for step in range(50):
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=-2300.0 + step)     # the camera clock runs ahead
+    snap = stats.snapshot()
+    assert snap['latency_p50_ms'] is None and snap['stamps_ahead_ms'] == pytest.approx(2300.0)
+    level, message = health(snap, 5.0, 200.0)
+    assert (level, message) == (WARN, 'header stamps 2.3 s ahead of the node clock')
+    assert dict(key_values(snap))['stamps_ahead_ms'] == '2300.0'
+    for step in range(50, 110):                  # clocks back in step: cleared after the window
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=30.0)
+    assert health(stats.snapshot(), 5.0, 200.0)[0] == OK
+
+
+def snapshot(out_rate=10.0, in_rate=10.0, p50=20.0, p95=30.0, ahead=None):
     return {'input_rate_hz': in_rate, 'output_rate_hz': out_rate, 'latency_p50_ms': p50,
             'latency_p95_ms': p95, 'received': 5, 'published': 5, 'dropped': {'too_old': 2},
-            'node_overhead_p50_ms': 1.5}
+            'node_overhead_p50_ms': 1.5, 'stamps_ahead_ms': ahead}
 
 
 @pytest.mark.parametrize('snap,level,text', [
@@ -134,6 +168,7 @@ def snapshot(out_rate=10.0, in_rate=10.0, p50=20.0, p95=30.0):
     (snapshot(p95=150.0), WARN, 'p95 latency 150 ms over budget 100 ms'),
     (snapshot(p50=120.0, p95=150.0), ERROR, 'median latency 120 ms over budget'),
     (snapshot(out_rate=3.0, p95=150.0), WARN, 'below minimum 5 Hz; p95 latency'),
+    (snapshot(ahead=40.0), WARN, 'header stamps 40 ms ahead of the node clock'),
 ])
 def test_health_levels(snap, level, text):
     got_level, message = health(snap, min_rate_hz=5.0, latency_budget_ms=100.0)
