@@ -2,6 +2,8 @@
 
 No rclpy needed: params.py and diagnostics.py are plain Python.
 """
+import functools
+
 import pytest
 
 from seg_perception.ros import params, worker
@@ -60,12 +62,34 @@ def test_nested_camera_parameters(model_file):
     ({'cameras': ['front/left']}, "'front/left' is not a valid camera name"),
     ({'cameras': ['a', 'b'], 'cameras.a.topic': '/x', 'cameras.b.topic': '/x'},
      'cameras a, b all subscribe to /x'),
+    ({'cameras': ['a', 'b'], 'cameras.a.topic': '/x', 'cameras.b.topic': 'x'},
+     r'^cameras a, b all subscribe to /x \(given as /x, x\)$'),
+    ({'cameras': ['a', 'b', 'c'], 'cameras.c.topic': '/a/image_raw'},
+     r'^cameras a, c all subscribe to /a/image_raw \(given as /a/image_raw, a/image_raw\)$'),
     ({'drivable_classes': [1.5]}, "'drivable_classes': expected class names or ids"),
     ({'model': '/nonexistent/model.onnx'}, "'model': file not found: /nonexistent/model.onnx"),
 ])
 def test_invalid_parameters_name_the_parameter(values, match, model_file):
     with pytest.raises(params.ParameterError, match=match):
         params.build_config({'model': model_file, **values})
+
+
+def test_topics_are_compared_as_resolved_in_the_node_namespace(model_file):
+    two = {'model': model_file, 'cameras': ['a', 'b'], 'cameras.a.topic': '/x',
+           'cameras.b.topic': 'x'}
+    in_car = functools.partial(params.expand_topic_name, namespace='/car')
+    assert [c.topic for c in params.build_config(two, resolve_topic=in_car).cameras] == \
+        ['/x', 'x']                               # /x and /car/x: two topics
+    with pytest.raises(params.ParameterError, match=r'cameras a, b all subscribe to /car/x'):
+        params.build_config({**two, 'cameras.a.topic': '/car/x'}, resolve_topic=in_car)
+
+
+@pytest.mark.parametrize('topic,expanded', [
+    ('/x', '/x'), ('x', '/car/x'), ('a/b', '/car/a/b'), ('~/x', '/car/segmentation_node/x'),
+    ('~', '/car/segmentation_node')])
+def test_expand_topic_name(topic, expanded):
+    assert params.expand_topic_name(topic, '/car') == expanded
+    assert params.expand_topic_name(topic, '/') == expanded.replace('/car', '', 1)
 
 
 def test_empty_model_uses_the_shipped_default_or_says_there_is_none(monkeypatch, model_file):

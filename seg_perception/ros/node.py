@@ -33,7 +33,7 @@ from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health,
 from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
                                        InferenceWorker, stamp_to_ns)
 
-NODE_NAME = 'segmentation_node'
+NODE_NAME = params.NODE_NAME
 LABEL_INFO_TOPIC = 'segmentation/label_info'
 # DiagnosticStatus.level is a bytes field in Humble: map our ints to its constants.
 _LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
@@ -113,7 +113,7 @@ class SegmentationNode(Node):
         given = getattr(self, '_parameter_overrides', {})
         for name in params.unknown_parameters(list(given), list(values)):
             self.get_logger().warning(f'ignoring unknown parameter {name!r}')
-        return params.build_config(values)
+        return params.build_config(values, resolve_topic=self.resolve_topic_name)
 
     def _declare_class_map(self, info, drivable_ids) -> None:
         self.palette = outputs.palette_lut(info.class_names, info.palette)
