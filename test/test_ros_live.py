@@ -11,6 +11,7 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import cv2
@@ -357,6 +358,25 @@ def test_sim_time_drives_frame_age_and_latency(ros, tmp_path, colour_model):
         node.output()
     assert [m for m in labels if m.header.stamp.sec == int(sim_now - 5.0)] == []
     assert node.interrupt() == 0
+
+
+def test_the_camera_dds_profile_is_installed_and_taken_by_cyclonedds(workspace):
+    from seg_perception.ros.upstream import CAMERA_PROFILE, receive_buffer_ceiling
+    profile = workspace / 'seg_perception/share/seg_perception' / CAMERA_PROFILE
+    assert profile.is_file(), 'setup.py does not install the CycloneDDS profile'
+    if os.environ.get('RMW_IMPLEMENTATION', 'rmw_cyclonedds_cpp') != 'rmw_cyclonedds_cpp':
+        pytest.skip('the profile is for CycloneDDS')
+    if (receive_buffer_ceiling() or 0) < 10 * 2 ** 20:
+        pytest.skip('net.core.rmem_max is below 10 MiB: Cyclone refuses the profile here')
+    trace = '<Tracing><Category>config</Category><OutputFile>stderr</OutputFile></Tracing>'
+    env = dict(os.environ, ROS_DOMAIN_ID=str(next_domain()),
+               CYCLONEDDS_URI=f'{os.environ.get("CYCLONEDDS_URI", "")},file://{profile},{trace}'
+               .lstrip(','))
+    code = 'import rclpy; rclpy.init(); rclpy.create_node("profile_check"); print("started")'
+    done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and 'started' in done.stdout, done.stderr
+    assert 'SocketReceiveBufferSize[@min]: 10 MiB' in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize('args,message', [

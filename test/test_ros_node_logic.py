@@ -305,7 +305,7 @@ def test_ros_free_modules_import_neither_rclpy_nor_torch():
     code = ('import sys\n'
             'import seg_perception.ros.conversions, seg_perception.ros.params\n'
             'import seg_perception.ros.worker, seg_perception.ros.outputs\n'
-            'import seg_perception.ros.diagnostics\n'
+            'import seg_perception.ros.diagnostics, seg_perception.ros.upstream\n'
             'print(sorted(m for m in ("rclpy", "torch", "cv_bridge") if m in sys.modules))')
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

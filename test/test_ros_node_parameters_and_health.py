@@ -181,7 +181,8 @@ def test_stamps_from_the_future_warn_instead_of_passing_as_low_latency():
 def snapshot(out_rate=10.0, in_rate=10.0, p50=20.0, p95=30.0, ahead=None):
     return {'input_rate_hz': in_rate, 'output_rate_hz': out_rate, 'latency_p50_ms': p50,
             'latency_p95_ms': p95, 'received': 5, 'published': 5, 'dropped': {'too_old': 2},
-            'node_overhead_p50_ms': 1.5, 'stamps_ahead_ms': ahead}
+            'node_overhead_p50_ms': 1.5, 'stamps_ahead_ms': ahead, 'lost_upstream': 0,
+            'lost_upstream_rate_hz': 0.0, 'lost_upstream_pct': None}
 
 
 @pytest.mark.parametrize('snap,level,text', [

@@ -14,6 +14,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from seg_perception.ros.upstream import StampGaps
+
 OK, WARN, ERROR = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR'}
 
@@ -22,7 +24,8 @@ class CameraStats:
     """Input/output events, drops by reason and recent latencies of one camera (thread-safe).
 
     Rates and latency percentiles cover the last ``window_s`` seconds only, so a
-    problem clears from /diagnostics one window after its cause is gone.
+    problem clears from /diagnostics one window after its cause is gone. Frames
+    lost upstream are estimated from gaps in the input stamps (see StampGaps).
     """
 
     def __init__(self, window_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
@@ -37,14 +40,23 @@ class CameraStats:
         self._latencies_ms: collections.deque = collections.deque(maxlen=2048)
         self._overhead_ms: collections.deque = collections.deque(maxlen=2048)
         self._ahead_ms: collections.deque = collections.deque(maxlen=2048)
+        self._lost: collections.deque = collections.deque(maxlen=2048)
+        self._gaps = StampGaps(max_gap_s=self.window_s)
+        self.lost_upstream = 0
         self.received = 0
         self.published = 0
         self.dropped: Dict[str, int] = collections.Counter()
 
-    def record_input(self) -> None:
+    def record_input(self, stamp_ns: int = 0) -> None:
+        """A received frame with its header stamp (0: unstamped, no loss estimate)."""
         with self._lock:
+            now = self._clock()
             self.received += 1
-            self._inputs.append(self._clock())
+            self._inputs.append(now)
+            lost = self._gaps.add(stamp_ns) if stamp_ns else 0
+            if lost:
+                self.lost_upstream += lost
+                self._lost.append((now, lost))
 
     def record_output(self, latency_ms: Optional[float],
                       overhead_ms: Optional[float] = None) -> None:
@@ -69,8 +81,12 @@ class CameraStats:
         with self._lock:
             self.dropped[reason] += 1
 
+    def _span(self, now: float) -> float:
+        """The part of the window since the start, in seconds."""
+        return min(self.window_s, now - self._started)
+
     def _rate(self, events, now: float) -> float:
-        span = min(self.window_s, now - self._started)
+        span = self._span(now)
         if span <= 0:
             return 0.0
         return sum(1 for t in events if t >= now - self.window_s) / span
@@ -79,8 +95,8 @@ class CameraStats:
         return np.asarray([v for t, v in samples if t >= now - self.window_s], dtype=float)
 
     def snapshot(self) -> dict:
-        """Counters, rates (Hz), latency percentiles and the largest stamp lead (ms) in
-        the window (None without samples)."""
+        """Counters, rates (Hz), latency percentiles, the largest stamp lead (ms) and the
+        share of frames lost upstream (%) in the window (None without samples)."""
         def percentile(values, q):
             return float(np.percentile(values, q)) if values.size else None
 
@@ -88,6 +104,9 @@ class CameraStats:
             now = self._clock()
             latencies = self._recent(self._latencies_ms, now)
             ahead = self._recent(self._ahead_ms, now)
+            lost = float(self._recent(self._lost, now).sum())
+            arrived = sum(1 for t in self._inputs if t >= now - self.window_s)
+            span = self._span(now)
             return {
                 'received': self.received,
                 'published': self.published,
@@ -98,6 +117,9 @@ class CameraStats:
                 'latency_p95_ms': percentile(latencies, 95),
                 'node_overhead_p50_ms': percentile(self._recent(self._overhead_ms, now), 50),
                 'stamps_ahead_ms': float(ahead.max()) if ahead.size else None,
+                'lost_upstream': self.lost_upstream,
+                'lost_upstream_rate_hz': lost / span if span > 0 else 0.0,
+                'lost_upstream_pct': 100.0 * lost / (lost + arrived) if lost + arrived else None,
             }
 
 
@@ -146,6 +168,9 @@ def key_values(snapshot: dict, extra: Optional[Dict[str, str]] = None) -> List[T
              ('output_rate_hz', fmt(snapshot['output_rate_hz'])),
              ('received', str(snapshot['received'])),
              ('published', str(snapshot['published'])),
+             ('lost_upstream', str(snapshot['lost_upstream'])),
+             ('lost_upstream_rate_hz', fmt(snapshot['lost_upstream_rate_hz'])),
+             ('lost_upstream_pct', fmt(snapshot['lost_upstream_pct'])),
              ('dropped', str(sum(snapshot['dropped'].values())))]
     pairs += [(f'dropped.{reason}', str(count))
               for reason, count in sorted(snapshot['dropped'].items())]

@@ -30,6 +30,7 @@ from vision_msgs.msg import LabelInfo, VisionClass
 from seg_perception.errors import SegPerceptionError
 from seg_perception.ros import conversions, outputs, params
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
 from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
                                        InferenceWorker, stamp_to_ns)
 
@@ -160,6 +161,8 @@ class SegmentationNode(Node):
         cfg = self.config
         names = [c.name for c in cfg.cameras]
         self.stats = {name: CameraStats(cfg.diagnostics_window_s) for name in names}
+        self.raw_cameras = {c.name for c in cfg.cameras if c.transport == 'raw'}
+        self.receive_buffer = ReceiveBufferCheck(receive_buffer_ceiling())
         self.slots = FrameSlots(names)
         processor = FrameProcessor(
             self.pipeline, self.stats, self._publish,
@@ -178,8 +181,12 @@ class SegmentationNode(Node):
 
     # -- runtime -------------------------------------------------------------------------
     def _on_image(self, camera: str, msg) -> None:
-        self.stats[camera].record_input()
         frame = Frame(camera, msg, stamp_to_ns(msg.header.stamp), time.perf_counter())
+        self.stats[camera].record_input(frame.stamp_ns)
+        if camera in self.raw_cameras:
+            warning = self.receive_buffer.check(camera, len(msg.data))
+            if warning:
+                self.get_logger().warning(warning)
         if self.slots.put(frame) is not None:
             self.stats[camera].record_drop(SUPERSEDED)
 
