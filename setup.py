@@ -9,6 +9,7 @@ PACKAGE = 'seg_perception'
 RUNTIME = [
     'numpy>=1.21',
     'opencv-python-headless>=4.5,<5',
+    'simplejpeg>=1.8',
     'onnxruntime>=1.16',
     'onnx>=1.14',
     'pyyaml>=5.4',
