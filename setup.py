@@ -67,7 +67,7 @@ setup(
     entry_points={
         'console_scripts': [
             'seg-perception = seg_perception.cli:main',
-            'segmentation_node = seg_perception.ros.node:main',
+            'segmentation_node = seg_perception.ros.entry_point:main',
         ],
     },
 )

@@ -408,7 +408,7 @@ def test_corrupt_model_file_fails_cleanly(ros, tmp_path):
 
 def test_stop_signals_record_the_first_signal_and_restore_the_handlers():
     require_ros()
-    from seg_perception.ros.node import StopSignals
+    from seg_perception.ros.entry_point import StopSignals
     before = signal.getsignal(signal.SIGTERM)
     stop = StopSignals()
     try:
@@ -439,3 +439,40 @@ def test_a_stop_signal_ends_the_node_cleanly_with_exit_code_0(ros, colour_model,
     assert 'Traceback' not in output and 'Exception ignored' not in output, output
     assert f'{sig.name}: shutting down' in output, output
     assert 'context is invalid' not in output, output
+
+
+def is_loading_rclpy(pid: int) -> bool:
+    """Whether process ``pid`` has mapped rclpy's C extension: its imports are under way."""
+    try:
+        with open(f'/proc/{pid}/maps') as handle:
+            return '_rclpy_pybind11' in handle.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_sigint_during_the_slow_imports_ends_the_node_cleanly(ros, colour_model):
+    node = ros.launch('run', 'seg_perception', 'segmentation_node', '--ros-args',
+                      '-p', f'model:={colour_model}')
+
+    def node_pid():
+        """The node's process once ros2 run has started it (not a helper of the setup)."""
+        with open(f'/proc/{node.proc.pid}/task/{node.proc.pid}/children') as handle:
+            children = handle.read().split()
+        for child in children:
+            try:
+                with open(f'/proc/{child}/cmdline', 'rb') as handle:
+                    if b'lib/seg_perception/segmentation_node' in handle.read():
+                        return int(child)
+            except FileNotFoundError:
+                pass
+        return None
+
+    pid = wait_until(node_pid, 60, 0.005, node.alive)
+    assert pid, node.output()
+    # Interrupt while rclpy, NumPy and OpenCV are being imported (about a second).
+    assert wait_until(lambda: is_loading_rclpy(pid), 30, 0.002), node.output()
+    os.kill(pid, signal.SIGINT)
+    assert node.proc.wait(30) == 0, node.output()
+    output = node.output()
+    assert 'Traceback' not in output and 'SIGINT: shutting down' in output, output
+    assert 'segmenting' not in output, output      # stopped before loading the model

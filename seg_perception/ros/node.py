@@ -13,7 +13,6 @@ segments (all cameras as one batch) and publishes (see worker.py). Parameters
 are described in params.py and config/*.yaml.
 """
 import functools
-import signal
 import sys
 import time
 
@@ -30,6 +29,7 @@ from vision_msgs.msg import LabelInfo, VisionClass
 from seg_perception.errors import SegPerceptionError
 from seg_perception.ros import conversions, outputs, params
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from seg_perception.ros.entry_point import StopSignals
 from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
 from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
                                        InferenceWorker, stamp_to_ns)
@@ -242,34 +242,6 @@ class SegmentationNode(Node):
         return super().destroy_node()
 
 
-class StopSignals:
-    """SIGINT and SIGTERM ask the spin loop to end; they raise nothing.
-
-    rclpy's own handler (Humble) shuts the context down inside the signal handler
-    and lets Python raise KeyboardInterrupt wherever the main thread happens to
-    be: in the middle of an rclpy object's constructor that leaves a half-built
-    Task whose destructor prints a traceback, and the worker thread's next publish
-    fails on the dead context. Here a signal only sets a flag; the loop sees it
-    within one spin period, stops the worker, then shuts rclpy down.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received = None
-        self._previous = {number: signal.signal(number, self._handle)
-                          for number in self.SIGNALS}
-
-    def _handle(self, number, _frame):
-        if self.received is None:
-            self.received = signal.Signals(number).name
-
-    def restore(self):
-        for number, handler in self._previous.items():
-            if handler is not None:       # None: installed outside Python, cannot be put back
-                signal.signal(number, handler)
-
-
 def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> None:
     """Spin the node until a stop signal arrives or something shuts rclpy down."""
     executor = SingleThreadedExecutor(context=node.context)
@@ -282,16 +254,20 @@ def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> 
         executor.shutdown()
 
 
-def main(args=None) -> int:
-    """Entry point of ``ros2 run seg_perception segmentation_node``; returns the exit code."""
+def run(stop: StopSignals, args=None) -> int:
+    """Run the node until ``stop`` is signalled; return the exit code.
+
+    A signal that arrived before (during the imports) ends it before the model
+    is loaded.
+    """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = StopSignals()
     node = None
     code = 0
     try:
         node = SegmentationNode()
-        node.start()
-        spin_until_stopped(node, stop)
+        if stop.received is None:
+            node.start()
+            spin_until_stopped(node, stop)
         if stop.received:
             node.get_logger().info(f'{stop.received}: shutting down')
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -305,9 +281,4 @@ def main(args=None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        stop.restore()
     return code
-
-
-if __name__ == '__main__':
-    sys.exit(main())
