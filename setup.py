@@ -9,6 +9,7 @@ PACKAGE = 'seg_perception'
 RUNTIME = [
     'numpy>=1.21',
     'opencv-python-headless>=4.5,<5',
+    'simplejpeg>=1.8',
     'onnxruntime>=1.16',
     'onnx>=1.14',
     'pyyaml>=5.4',
@@ -47,7 +48,7 @@ setup(
         ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
         ('share/' + PACKAGE, ['package.xml']),
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
-        ('share/' + PACKAGE + '/config', glob('config/*.yaml')),
+        ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.xml')),
         ('share/' + PACKAGE + '/config/train', glob('config/train/*.yaml')),
     ],
     python_requires='>=3.10',
@@ -67,7 +68,7 @@ setup(
     entry_points={
         'console_scripts': [
             'seg-perception = seg_perception.cli:main',
-            'segmentation_node = seg_perception.ros.node:main',
+            'segmentation_node = seg_perception.ros.entry_point:main',
         ],
     },
 )

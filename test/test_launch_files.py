@@ -70,7 +70,7 @@ def test_launch_files_declare_their_arguments(filename, expected):
 def test_launch_and_config_files_are_installed_and_the_executable_declared():
     setup_py = open(os.path.join(REPO, 'setup.py')).read()
     assert "glob('launch/*.launch.py')" in setup_py and "glob('config/*.yaml')" in setup_py
-    assert 'segmentation_node = seg_perception.ros.node:main' in setup_py
+    assert 'segmentation_node = seg_perception.ros.entry_point:main' in setup_py
     assert 'script_dir=$base/lib/seg_perception' in open(os.path.join(REPO, 'setup.cfg')).read()
     launch_source = open(os.path.join(LAUNCH, 'segmentation.launch.py')).read()
     assert "'one_camera.yaml'" in launch_source

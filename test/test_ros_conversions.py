@@ -191,6 +191,40 @@ def test_bad_jpeg_data_raises_conversion_error(mangle, match):
         conv.decode(msg)
 
 
+def textured_bgr(height=120, width=160):
+    rng = np.random.default_rng(3)
+    return cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (9, 9), 3)
+
+
+@pytest.mark.parametrize('sampling', [cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+                                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+                                      cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+def test_jpeg_pixels_equal_opencvs(sampling):
+    bgr = textured_bgr()
+    ok, encoded = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling])
+    out = conv.decode(types.SimpleNamespace(format='jpeg', data=encoded.tobytes()))
+    assert out.encoding == 'bgr8'
+    assert np.array_equal(out.pixels, cv2.imdecode(encoded, cv2.IMREAD_ANYCOLOR))
+    grey = compressed_msg(bgr[..., 0].copy(), '.jpg', 'jpeg')
+    out = conv.decode(grey)
+    assert out.encoding == 'mono8'
+    assert np.array_equal(out.pixels, cv2.imdecode(np.frombuffer(grey.data, np.uint8),
+                                                   cv2.IMREAD_ANYCOLOR))
+
+
+@pytest.mark.parametrize('position', ['overwritten', 'inserted'])
+def test_jpeg_with_garbage_in_the_middle_is_corrupt(position):
+    msg = compressed_msg(textured_bgr(), '.jpg', 'jpeg')
+    garbage = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    middle = len(msg.data) // 2
+    end = middle + len(garbage) if position == 'overwritten' else middle
+    msg.data = msg.data[:middle] + garbage + msg.data[end:]
+    # OpenCV returns an image for it (and prints libjpeg's warning): what was segmented.
+    assert cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_ANYCOLOR) is not None
+    with pytest.raises(ConversionError, match=r'corrupt JPEG data \(\d+ bytes\): Corrupt JPEG'):
+        conv.decode(msg)
+
+
 def test_truncated_png_and_unsupported_formats_are_named():
     msg = compressed_msg(make_rgb(16, 16), '.png')
     msg.data = msg.data[:-20]

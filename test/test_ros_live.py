@@ -11,6 +11,7 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import cv2
@@ -359,6 +360,25 @@ def test_sim_time_drives_frame_age_and_latency(ros, tmp_path, colour_model):
     assert node.interrupt() == 0
 
 
+def test_the_camera_dds_profile_is_installed_and_taken_by_cyclonedds(workspace):
+    from seg_perception.ros.upstream import CAMERA_PROFILE, receive_buffer_ceiling
+    profile = workspace / 'seg_perception/share/seg_perception' / CAMERA_PROFILE
+    assert profile.is_file(), 'setup.py does not install the CycloneDDS profile'
+    if os.environ.get('RMW_IMPLEMENTATION', 'rmw_cyclonedds_cpp') != 'rmw_cyclonedds_cpp':
+        pytest.skip('the profile is for CycloneDDS')
+    if (receive_buffer_ceiling() or 0) < 10 * 2 ** 20:
+        pytest.skip('net.core.rmem_max is below 10 MiB: Cyclone refuses the profile here')
+    trace = '<Tracing><Category>config</Category><OutputFile>stderr</OutputFile></Tracing>'
+    env = dict(os.environ, ROS_DOMAIN_ID=str(next_domain()),
+               CYCLONEDDS_URI=f'{os.environ.get("CYCLONEDDS_URI", "")},file://{profile},{trace}'
+               .lstrip(','))
+    code = 'import rclpy; rclpy.init(); rclpy.create_node("profile_check"); print("started")'
+    done = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and 'started' in done.stdout, done.stderr
+    assert 'SocketReceiveBufferSize[@min]: 10 MiB' in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize('args,message', [
     (['-p', 'model:=/nonexistent/model.onnx'],
      "cannot start: parameter 'model': file not found: /nonexistent/model.onnx"),
@@ -388,7 +408,7 @@ def test_corrupt_model_file_fails_cleanly(ros, tmp_path):
 
 def test_stop_signals_record_the_first_signal_and_restore_the_handlers():
     require_ros()
-    from seg_perception.ros.node import StopSignals
+    from seg_perception.ros.stop_signals import StopSignals
     before = signal.getsignal(signal.SIGTERM)
     stop = StopSignals()
     try:
@@ -419,3 +439,40 @@ def test_a_stop_signal_ends_the_node_cleanly_with_exit_code_0(ros, colour_model,
     assert 'Traceback' not in output and 'Exception ignored' not in output, output
     assert f'{sig.name}: shutting down' in output, output
     assert 'context is invalid' not in output, output
+
+
+def is_loading_rclpy(pid: int) -> bool:
+    """Whether process ``pid`` has mapped rclpy's C extension: its imports are under way."""
+    try:
+        with open(f'/proc/{pid}/maps') as handle:
+            return '_rclpy_pybind11' in handle.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_sigint_during_the_slow_imports_ends_the_node_cleanly(ros, colour_model):
+    node = ros.launch('run', 'seg_perception', 'segmentation_node', '--ros-args',
+                      '-p', f'model:={colour_model}')
+
+    def node_pid():
+        """The node's process once ros2 run has started it (not a helper of the setup)."""
+        with open(f'/proc/{node.proc.pid}/task/{node.proc.pid}/children') as handle:
+            children = handle.read().split()
+        for child in children:
+            try:
+                with open(f'/proc/{child}/cmdline', 'rb') as handle:
+                    if b'lib/seg_perception/segmentation_node' in handle.read():
+                        return int(child)
+            except FileNotFoundError:
+                pass
+        return None
+
+    pid = wait_until(node_pid, 60, 0.005, node.alive)
+    assert pid, node.output()
+    # Interrupt while rclpy, NumPy and OpenCV are being imported (about a second).
+    assert wait_until(lambda: is_loading_rclpy(pid), 30, 0.002), node.output()
+    os.kill(pid, signal.SIGINT)
+    assert node.proc.wait(30) == 0, node.output()
+    output = node.output()
+    assert 'Traceback' not in output and 'SIGINT: shutting down' in output, output
+    assert 'segmenting' not in output, output      # stopped before loading the model

@@ -166,6 +166,15 @@ def test_latency_is_measured_from_the_header_stamp_with_the_node_clock():
     assert snapshot['node_overhead_p50_ms'] < 50
 
 
+def test_a_stamp_from_the_future_is_published_and_warned_about():
+    harness = Harness(max_age_ms=100.0, now_ns=10 * SECOND)
+    assert harness.processor.process([frame(stamp_ns=12 * SECOND + 300_000_000)]) == 1
+    assert harness.warnings == ['front: header stamps 2.3 s ahead of the node clock']
+    snapshot = harness.stats['front'].snapshot()
+    assert snapshot['latency_p50_ms'] is None
+    assert snapshot['stamps_ahead_ms'] == pytest.approx(2300.0)
+
+
 @pytest.mark.parametrize('bad_msg,match', [
     (image_msg(encoding='32FC1'), 'unsupported image encoding'),
     (types.SimpleNamespace(**{**vars(image_msg()), 'step': 5}), 'step 5 is smaller'),
@@ -296,7 +305,7 @@ def test_ros_free_modules_import_neither_rclpy_nor_torch():
     code = ('import sys\n'
             'import seg_perception.ros.conversions, seg_perception.ros.params\n'
             'import seg_perception.ros.worker, seg_perception.ros.outputs\n'
-            'import seg_perception.ros.diagnostics\n'
+            'import seg_perception.ros.diagnostics, seg_perception.ros.upstream\n'
             'print(sorted(m for m in ("rclpy", "torch", "cv_bridge") if m in sys.modules))')
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

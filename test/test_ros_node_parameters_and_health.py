@@ -2,7 +2,7 @@
 
 No rclpy needed: params.py and diagnostics.py are plain Python.
 """
-import types
+import functools
 
 import pytest
 
@@ -63,12 +63,34 @@ def test_nested_camera_parameters(model_file):
     ({'cameras': ['front/left']}, "'front/left' is not a valid camera name"),
     ({'cameras': ['a', 'b'], 'cameras.a.topic': '/x', 'cameras.b.topic': '/x'},
      'cameras a, b all subscribe to /x'),
+    ({'cameras': ['a', 'b'], 'cameras.a.topic': '/x', 'cameras.b.topic': 'x'},
+     r'^cameras a, b all subscribe to /x \(given as /x, x\)$'),
+    ({'cameras': ['a', 'b', 'c'], 'cameras.c.topic': '/a/image_raw'},
+     r'^cameras a, c all subscribe to /a/image_raw \(given as /a/image_raw, a/image_raw\)$'),
     ({'drivable_classes': [1.5]}, "'drivable_classes': expected class names or ids"),
     ({'model': '/nonexistent/model.onnx'}, "'model': file not found: /nonexistent/model.onnx"),
 ])
 def test_invalid_parameters_name_the_parameter(values, match, model_file):
     with pytest.raises(params.ParameterError, match=match):
         params.build_config({'model': model_file, **values})
+
+
+def test_topics_are_compared_as_resolved_in_the_node_namespace(model_file):
+    two = {'model': model_file, 'cameras': ['a', 'b'], 'cameras.a.topic': '/x',
+           'cameras.b.topic': 'x'}
+    in_car = functools.partial(params.expand_topic_name, namespace='/car')
+    assert [c.topic for c in params.build_config(two, resolve_topic=in_car).cameras] == \
+        ['/x', 'x']                               # /x and /car/x: two topics
+    with pytest.raises(params.ParameterError, match=r'cameras a, b all subscribe to /car/x'):
+        params.build_config({**two, 'cameras.a.topic': '/car/x'}, resolve_topic=in_car)
+
+
+@pytest.mark.parametrize('topic,expanded', [
+    ('/x', '/x'), ('x', '/car/x'), ('a/b', '/car/a/b'), ('~/x', '/car/segmentation_node/x'),
+    ('~', '/car/segmentation_node')])
+def test_expand_topic_name(topic, expanded):
+    assert params.expand_topic_name(topic, '/car') == expanded
+    assert params.expand_topic_name(topic, '/') == expanded.replace('/car', '', 1)
 
 
 def test_empty_model_uses_the_shipped_default_or_says_there_is_none(monkeypatch, model_file):
@@ -93,15 +115,9 @@ def test_unknown_parameters_are_reported():
     assert params.unknown_parameters(given, declared) == ['backnd', 'cameras.front.topik']
 
 
-def test_class_map_parameters_and_drivable_override():
-    info = types.SimpleNamespace(class_names=['road', 'sidewalk', 'car'],
-                                 palette=[[128, 64, 128], [244, 35, 232], [0, 0, 142]],
-                                 drivable_ids=[0])
-    assert params.resolve_drivable(info, None) == (0,)
-    assert params.resolve_drivable(info, ('sidewalk', 0)) == (0, 1)
-    with pytest.raises(ValueError, match="unknown drivable class 'lawn'"):
-        params.resolve_drivable(info, ['lawn'])
-    values = params.class_map_parameters(info.class_names, info.palette, (0, 1))
+def test_class_map_parameters():
+    values = params.class_map_parameters(['road', 'sidewalk', 'car'],
+                                         [[128, 64, 128], [244, 35, 232], [0, 0, 142]], (0, 1))
     assert values == {'class_map.names': ['road', 'sidewalk', 'car'],
                       'class_map.colors': ['#804080', '#f423e8', '#00008e'],
                       'class_map.drivable_ids': [0, 1]}
@@ -129,10 +145,45 @@ def test_camera_stats_rates_drops_and_percentiles():
     assert stats.snapshot()['output_rate_hz'] == 0.0
 
 
-def snapshot(out_rate=10.0, in_rate=10.0, p50=20.0, p95=30.0):
+def test_latency_warning_clears_one_window_after_a_burst_of_late_frames():
+    now = [0.0]
+    stats = CameraStats(window_s=5.0, clock=lambda: now[0])
+    for step in range(20):                       # 2 s of frames 500 ms late
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=500.0)
+    for step in range(20, 120):                  # then 10 s on time
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=20.0)
+        level, message = health(stats.snapshot(), 5.0, 200.0)
+        if now[0] <= 6.0:                        # >= 10 late frames in the 5 s window
+            assert level != OK and 'latency' in message, now[0]
+        elif now[0] >= 7.0:                      # none left
+            assert level == OK and 'latency' not in message, now[0]
+    assert stats.snapshot()['latency_p95_ms'] == pytest.approx(20.0)
+
+
+def test_stamps_from_the_future_warn_instead_of_passing_as_low_latency():
+    now = [0.0]
+    stats = CameraStats(window_s=5.0, clock=lambda: now[0])
+    for step in range(50):
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=-2300.0 + step)     # the camera clock runs ahead
+    snap = stats.snapshot()
+    assert snap['latency_p50_ms'] is None and snap['stamps_ahead_ms'] == pytest.approx(2300.0)
+    level, message = health(snap, 5.0, 200.0)
+    assert (level, message) == (WARN, 'header stamps 2.3 s ahead of the node clock')
+    assert dict(key_values(snap))['stamps_ahead_ms'] == '2300.0'
+    for step in range(50, 110):                  # clocks back in step: cleared after the window
+        now[0] = step * 0.1
+        stats.record_output(latency_ms=30.0)
+    assert health(stats.snapshot(), 5.0, 200.0)[0] == OK
+
+
+def snapshot(out_rate=10.0, in_rate=10.0, p50=20.0, p95=30.0, ahead=None):
     return {'input_rate_hz': in_rate, 'output_rate_hz': out_rate, 'latency_p50_ms': p50,
             'latency_p95_ms': p95, 'received': 5, 'published': 5, 'dropped': {'too_old': 2},
-            'node_overhead_p50_ms': 1.5}
+            'node_overhead_p50_ms': 1.5, 'stamps_ahead_ms': ahead, 'lost_upstream': 0,
+            'lost_upstream_rate_hz': 0.0, 'lost_upstream_pct': None}
 
 
 @pytest.mark.parametrize('snap,level,text', [
@@ -143,6 +194,7 @@ def snapshot(out_rate=10.0, in_rate=10.0, p50=20.0, p95=30.0):
     (snapshot(p95=150.0), WARN, 'p95 latency 150 ms over budget 100 ms'),
     (snapshot(p50=120.0, p95=150.0), ERROR, 'median latency 120 ms over budget'),
     (snapshot(out_rate=3.0, p95=150.0), WARN, 'below minimum 5 Hz; p95 latency'),
+    (snapshot(ahead=40.0), WARN, 'header stamps 40 ms ahead of the node clock'),
 ])
 def test_health_levels(snap, level, text):
     got_level, message = health(snap, min_rate_hz=5.0, latency_budget_ms=100.0)

@@ -12,7 +12,9 @@ the pipeline understands:
 * ``'mono8'`` H×W (mono8, and mono16 scaled to 8 bit),
 * every other encoding (rgba8, bgra8, yuv422, yuv422_yuy2, bayer_*8) is
   converted to ``'rgb8'``; JPEG and PNG decode to ``'bgr8'`` (or ``'mono8'``
-  for grey images), as OpenCV returns them.
+  for grey images), as OpenCV returns them. JPEG goes through libjpeg-turbo
+  in strict mode (simplejpeg): data that libjpeg only warns about, such as
+  garbage in the middle of the stream, is rejected instead of segmented.
 
 :func:`image_to_rgb` gives H×W×3 RGB for every input. When ``cv_bridge`` is
 importable it decodes the raw encodings it handles correctly (not the Bayer
@@ -29,6 +31,7 @@ from typing import Any, NamedTuple, Optional
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from seg_perception.errors import InvalidValueError
 
@@ -202,8 +205,29 @@ def _compressed_kind(msg, payload: np.ndarray) -> str:
     return kind
 
 
+def _decode_jpeg(payload: np.ndarray) -> Optional[DecodedImage]:
+    """A YCbCr or grey JPEG, decoded strictly; None for other colour spaces (CMYK).
+
+    cv2.imdecode cannot be asked about libjpeg's warnings: it prints "Corrupt JPEG
+    data: ..." to stderr and returns the damaged image. simplejpeg's strict mode
+    turns those warnings into a ValueError; its pixels equal OpenCV's (same
+    library, same default DCT and upsampling).
+    """
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(payload)[2]
+        if colorspace == 'Gray':
+            pixels = simplejpeg.decode_jpeg(payload, colorspace='GRAY', strict=True)
+            return DecodedImage(pixels[:, :, 0], 'mono8')
+        if colorspace in ('YCbCr', 'RGB'):
+            return DecodedImage(simplejpeg.decode_jpeg(payload, colorspace='BGR', strict=True),
+                                'bgr8')
+    except ValueError as exc:
+        raise ConversionError(f'corrupt JPEG data ({payload.size} bytes): {exc}') from None
+    return None         # CMYK/YCCK (never a camera's): OpenCV converts those
+
+
 def decode_compressed(msg) -> DecodedImage:
-    """Decode a sensor_msgs/CompressedImage-like message (JPEG or PNG) with cv2.imdecode."""
+    """Decode a sensor_msgs/CompressedImage-like message (JPEG or PNG)."""
     payload = _data_buffer(msg.data)
     if payload.size == 0:
         raise ConversionError(f'empty CompressedImage (format {msg.format!r})')
@@ -214,6 +238,10 @@ def decode_compressed(msg) -> DecodedImage:
         raise ConversionError(f'truncated JPEG: no end-of-image marker in {payload.size} bytes')
     if kind == 'png' and payload[-64:].tobytes().rfind(b'IEND') < 0:
         raise ConversionError(f'truncated PNG: no IEND chunk in {payload.size} bytes')
+    if kind == 'jpeg':
+        decoded = _decode_jpeg(payload)
+        if decoded is not None:
+            return decoded
     pixels = cv2.imdecode(payload, cv2.IMREAD_ANYCOLOR)
     if pixels is None or pixels.size == 0:
         raise ConversionError(f'corrupt {kind.upper()} data ({payload.size} bytes): '

@@ -14,15 +14,21 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from seg_perception.ros.upstream import StampGaps
+
 OK, WARN, ERROR = 0, 1, 2
 LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR'}
 
 
 class CameraStats:
-    """Input/output events, drops by reason and recent latencies of one camera (thread-safe)."""
+    """Input/output events, drops by reason and recent latencies of one camera (thread-safe).
 
-    def __init__(self, window_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 latency_samples: int = 512):
+    Rates and latency percentiles cover the last ``window_s`` seconds only, so a
+    problem clears from /diagnostics one window after its cause is gone. Frames
+    lost upstream are estimated from gaps in the input stamps (see StampGaps).
+    """
+
+    def __init__(self, window_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
         self.window_s = float(window_s)
         self._clock = clock
         self._started = clock()
@@ -30,63 +36,106 @@ class CameraStats:
         # Bounded: at most this many events per window are counted (>= 400 Hz at 5 s).
         self._inputs: collections.deque = collections.deque(maxlen=2048)
         self._outputs: collections.deque = collections.deque(maxlen=2048)
-        self._latencies_ms: collections.deque = collections.deque(maxlen=latency_samples)
-        self._overhead_ms: collections.deque = collections.deque(maxlen=latency_samples)
+        # (time, value) pairs, so that percentiles can be taken over the window.
+        self._latencies_ms: collections.deque = collections.deque(maxlen=2048)
+        self._overhead_ms: collections.deque = collections.deque(maxlen=2048)
+        self._ahead_ms: collections.deque = collections.deque(maxlen=2048)
+        self._lost: collections.deque = collections.deque(maxlen=2048)
+        self._gaps = StampGaps(max_gap_s=self.window_s)
+        self.lost_upstream = 0
         self.received = 0
         self.published = 0
         self.dropped: Dict[str, int] = collections.Counter()
 
-    def record_input(self) -> None:
+    def record_input(self, stamp_ns: int = 0) -> None:
+        """A received frame with its header stamp (0: unstamped, no loss estimate)."""
         with self._lock:
+            now = self._clock()
             self.received += 1
-            self._inputs.append(self._clock())
+            self._inputs.append(now)
+            lost = self._gaps.add(stamp_ns) if stamp_ns else 0
+            if lost:
+                self.lost_upstream += lost
+                self._lost.append((now, lost))
 
     def record_output(self, latency_ms: Optional[float],
                       overhead_ms: Optional[float] = None) -> None:
-        """A published result, ``latency_ms`` after its header stamp (None: unstamped)."""
+        """A published result, ``latency_ms`` after its header stamp (None: unstamped).
+
+        A negative latency is a stamp from the future (the camera's clock ahead of
+        the node's): it is kept apart as a lead, not averaged into the latencies.
+        """
         with self._lock:
+            now = self._clock()
             self.published += 1
-            self._outputs.append(self._clock())
+            self._outputs.append(now)
             if latency_ms is not None:
-                self._latencies_ms.append(float(latency_ms))
+                if latency_ms < 0:
+                    self._ahead_ms.append((now, -float(latency_ms)))
+                else:
+                    self._latencies_ms.append((now, float(latency_ms)))
             if overhead_ms is not None:
-                self._overhead_ms.append(float(overhead_ms))
+                self._overhead_ms.append((now, float(overhead_ms)))
 
     def record_drop(self, reason: str) -> None:
         with self._lock:
             self.dropped[reason] += 1
 
+    def _span(self, now: float) -> float:
+        """The part of the window since the start, in seconds."""
+        return min(self.window_s, now - self._started)
+
     def _rate(self, events, now: float) -> float:
-        span = min(self.window_s, now - self._started)
+        span = self._span(now)
         if span <= 0:
             return 0.0
         return sum(1 for t in events if t >= now - self.window_s) / span
 
+    def _recent(self, samples, now: float) -> np.ndarray:
+        return np.asarray([v for t, v in samples if t >= now - self.window_s], dtype=float)
+
     def snapshot(self) -> dict:
-        """Counters, rates (Hz) and latency percentiles (ms; None without samples)."""
+        """Counters, rates (Hz), latency percentiles, the largest stamp lead (ms) and the
+        share of frames lost upstream (%) in the window (None without samples)."""
+        def percentile(values, q):
+            return float(np.percentile(values, q)) if values.size else None
+
         with self._lock:
             now = self._clock()
-            latencies = np.asarray(self._latencies_ms, dtype=float)
-            overhead = np.asarray(self._overhead_ms, dtype=float)
+            latencies = self._recent(self._latencies_ms, now)
+            ahead = self._recent(self._ahead_ms, now)
+            lost = float(self._recent(self._lost, now).sum())
+            arrived = sum(1 for t in self._inputs if t >= now - self.window_s)
+            span = self._span(now)
             return {
                 'received': self.received,
                 'published': self.published,
                 'dropped': dict(self.dropped),
                 'input_rate_hz': self._rate(self._inputs, now),
                 'output_rate_hz': self._rate(self._outputs, now),
-                'latency_p50_ms': float(np.percentile(latencies, 50)) if latencies.size else None,
-                'latency_p95_ms': float(np.percentile(latencies, 95)) if latencies.size else None,
-                'node_overhead_p50_ms':
-                    float(np.percentile(overhead, 50)) if overhead.size else None,
+                'latency_p50_ms': percentile(latencies, 50),
+                'latency_p95_ms': percentile(latencies, 95),
+                'node_overhead_p50_ms': percentile(self._recent(self._overhead_ms, now), 50),
+                'stamps_ahead_ms': float(ahead.max()) if ahead.size else None,
+                'lost_upstream': self.lost_upstream,
+                'lost_upstream_rate_hz': lost / span if span > 0 else 0.0,
+                'lost_upstream_pct': 100.0 * lost / (lost + arrived) if lost + arrived else None,
             }
+
+
+def stamps_ahead_text(lead_ms: float) -> str:
+    """How far header stamps are ahead of the node clock, in words."""
+    lead = f'{lead_ms / 1e3:.1f} s' if lead_ms >= 100 else f'{lead_ms:.0f} ms'
+    return f'header stamps {lead} ahead of the node clock'
 
 
 def health(snapshot: dict, min_rate_hz: float, latency_budget_ms: float) -> Tuple[int, str]:
     """(level, message) of one camera.
 
     ERROR: nothing published in the window although a minimum rate is set, or the
-    median latency over budget. WARN: output rate below the minimum, or the p95
-    latency over budget. Problems are listed together, worst level wins.
+    median latency over budget. WARN: output rate below the minimum, the p95
+    latency over budget, or header stamps from the future (latency cannot be
+    judged then). Problems are listed together, worst level wins.
     """
     problems: List[Tuple[int, str]] = []
     out_rate, in_rate = snapshot['output_rate_hz'], snapshot['input_rate_hz']
@@ -103,6 +152,8 @@ def health(snapshot: dict, min_rate_hz: float, latency_budget_ms: float) -> Tupl
                                 f'{latency_budget_ms:g} ms'))
     elif p95 is not None and p95 > latency_budget_ms:
         problems.append((WARN, f'p95 latency {p95:.0f} ms over budget {latency_budget_ms:g} ms'))
+    if snapshot['stamps_ahead_ms'] is not None:
+        problems.append((WARN, stamps_ahead_text(snapshot['stamps_ahead_ms'])))
     if not problems:
         return OK, f'{out_rate:.1f} Hz'
     return max(level for level, _ in problems), '; '.join(text for _, text in problems)
@@ -117,11 +168,15 @@ def key_values(snapshot: dict, extra: Optional[Dict[str, str]] = None) -> List[T
              ('output_rate_hz', fmt(snapshot['output_rate_hz'])),
              ('received', str(snapshot['received'])),
              ('published', str(snapshot['published'])),
+             ('lost_upstream', str(snapshot['lost_upstream'])),
+             ('lost_upstream_rate_hz', fmt(snapshot['lost_upstream_rate_hz'])),
+             ('lost_upstream_pct', fmt(snapshot['lost_upstream_pct'])),
              ('dropped', str(sum(snapshot['dropped'].values())))]
     pairs += [(f'dropped.{reason}', str(count))
               for reason, count in sorted(snapshot['dropped'].items())]
     pairs += [('latency_p50_ms', fmt(snapshot['latency_p50_ms'])),
               ('latency_p95_ms', fmt(snapshot['latency_p95_ms'])),
-              ('node_overhead_p50_ms', fmt(snapshot['node_overhead_p50_ms']))]
+              ('node_overhead_p50_ms', fmt(snapshot['node_overhead_p50_ms'])),
+              ('stamps_ahead_ms', fmt(snapshot['stamps_ahead_ms']))]
     pairs += sorted((extra or {}).items())
     return pairs

@@ -13,7 +13,6 @@ segments (all cameras as one batch) and publishes (see worker.py). Parameters
 are described in params.py and config/*.yaml.
 """
 import functools
-import signal
 import sys
 import time
 
@@ -30,10 +29,12 @@ from vision_msgs.msg import LabelInfo, VisionClass
 from seg_perception.errors import SegPerceptionError
 from seg_perception.ros import conversions, outputs, params
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from seg_perception.ros.stop_signals import StopSignals
+from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
 from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
                                        InferenceWorker, stamp_to_ns)
 
-NODE_NAME = 'segmentation_node'
+NODE_NAME = params.NODE_NAME
 LABEL_INFO_TOPIC = 'segmentation/label_info'
 # DiagnosticStatus.level is a bytes field in Humble: map our ints to its constants.
 _LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
@@ -79,12 +80,10 @@ class SegmentationNode(Node):
             # an unknown drivable class, an unavailable backend...
             raise StartupError(f'cannot use model {self.config.model_path}: {exc}') from None
         info = self.pipeline.info
-        self.backend_values = self._describe_backend()
-        try:
-            drivable_ids = params.resolve_drivable(info, self.config.drivable_classes)
-        except ValueError as exc:
-            raise StartupError(f"parameter 'drivable_classes': {exc}") from None
-        self._declare_class_map(info, drivable_ids)
+        described = self.pipeline.describe()
+        self.backend_values = self._backend_values(described)
+        # The pipeline resolved (and checked) drivable_classes while loading.
+        self._declare_class_map(info, described['drivable_ids'])
         self._create_topics(info)
         self._create_worker()
         self._create_diagnostics()
@@ -115,7 +114,7 @@ class SegmentationNode(Node):
         given = getattr(self, '_parameter_overrides', {})
         for name in params.unknown_parameters(list(given), list(values)):
             self.get_logger().warning(f'ignoring unknown parameter {name!r}')
-        return params.build_config(values)
+        return params.build_config(values, resolve_topic=self.resolve_topic_name)
 
     def _declare_class_map(self, info, drivable_ids) -> None:
         self.palette = outputs.palette_lut(info.class_names, info.palette)
@@ -162,6 +161,8 @@ class SegmentationNode(Node):
         cfg = self.config
         names = [c.name for c in cfg.cameras]
         self.stats = {name: CameraStats(cfg.diagnostics_window_s) for name in names}
+        self.raw_cameras = {c.name for c in cfg.cameras if c.transport == 'raw'}
+        self.receive_buffer = ReceiveBufferCheck(receive_buffer_ceiling())
         self.slots = FrameSlots(names)
         processor = FrameProcessor(
             self.pipeline, self.stats, self._publish,
@@ -180,8 +181,12 @@ class SegmentationNode(Node):
 
     # -- runtime -------------------------------------------------------------------------
     def _on_image(self, camera: str, msg) -> None:
-        self.stats[camera].record_input()
         frame = Frame(camera, msg, stamp_to_ns(msg.header.stamp), time.perf_counter())
+        self.stats[camera].record_input(frame.stamp_ns)
+        if camera in self.raw_cameras:
+            warning = self.receive_buffer.check(camera, len(msg.data))
+            if warning:
+                self.get_logger().warning(warning)
         if self.slots.put(frame) is not None:
             self.stats[camera].record_drop(SUPERSEDED)
 
@@ -212,14 +217,11 @@ class SegmentationNode(Node):
             self.get_logger().error(f'inference worker: {type(exc).__name__}: {exc}',
                                     throttle_duration_sec=5.0)
 
-    def _describe_backend(self) -> dict:
-        """Backend name, precision, device and model, for logs and diagnostics."""
-        backend = getattr(self.pipeline, 'backend', None)
-        described = backend.describe() if hasattr(backend, 'describe') else {}
-        values = {'backend': str(described.get('name', self.config.backend)),
-                  'precision': str(described.get('precision', self.config.precision)),
+    def _backend_values(self, described: dict) -> dict:
+        """Backend name, precision, device and model (from describe()), for logs and diagnostics."""
+        values = {'backend': str(described['name']), 'precision': str(described['precision']),
                   'model': self.config.model_path}
-        if described.get('device'):
+        if described['device']:
             values['device'] = str(described['device'])
         return values
 
@@ -240,34 +242,6 @@ class SegmentationNode(Node):
         return super().destroy_node()
 
 
-class StopSignals:
-    """SIGINT and SIGTERM ask the spin loop to end; they raise nothing.
-
-    rclpy's own handler (Humble) shuts the context down inside the signal handler
-    and lets Python raise KeyboardInterrupt wherever the main thread happens to
-    be: in the middle of an rclpy object's constructor that leaves a half-built
-    Task whose destructor prints a traceback, and the worker thread's next publish
-    fails on the dead context. Here a signal only sets a flag; the loop sees it
-    within one spin period, stops the worker, then shuts rclpy down.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received = None
-        self._previous = {number: signal.signal(number, self._handle)
-                          for number in self.SIGNALS}
-
-    def _handle(self, number, _frame):
-        if self.received is None:
-            self.received = signal.Signals(number).name
-
-    def restore(self):
-        for number, handler in self._previous.items():
-            if handler is not None:       # None: installed outside Python, cannot be put back
-                signal.signal(number, handler)
-
-
 def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> None:
     """Spin the node until a stop signal arrives or something shuts rclpy down."""
     executor = SingleThreadedExecutor(context=node.context)
@@ -280,16 +254,20 @@ def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> 
         executor.shutdown()
 
 
-def main(args=None) -> int:
-    """Entry point of ``ros2 run seg_perception segmentation_node``; returns the exit code."""
+def run(stop: StopSignals, args=None) -> int:
+    """Run the node until ``stop`` is signalled; return the exit code.
+
+    A signal that arrived before (during the imports) ends it before the model
+    is loaded.
+    """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = StopSignals()
     node = None
     code = 0
     try:
         node = SegmentationNode()
-        node.start()
-        spin_until_stopped(node, stop)
+        if stop.received is None:
+            node.start()
+            spin_until_stopped(node, stop)
         if stop.received:
             node.get_logger().info(f'{stop.received}: shutting down')
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -303,9 +281,4 @@ def main(args=None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-        stop.restore()
     return code
-
-
-if __name__ == '__main__':
-    sys.exit(main())

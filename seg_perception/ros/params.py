@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from seg_perception import model_info
 from seg_perception.choices import BACKEND_ALIASES, BACKENDS, OUTPUT_RESOLUTIONS, PRECISIONS
 from seg_perception.errors import InvalidValueError
-from seg_perception import model_info
 
+NODE_NAME = 'segmentation_node'
 BACKENDS = BACKENDS + tuple(BACKEND_ALIASES)
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
@@ -199,6 +200,39 @@ def camera_names(values: Dict[str, Any]) -> List[str]:
     return names
 
 
+def expand_topic_name(topic: str, namespace: str = '/', node_name: str = NODE_NAME) -> str:
+    """ROS 2's expansion of a topic name, without remapping: a relative name is in the
+    node's namespace, ``~`` is the node's own name."""
+    if topic.startswith('/'):
+        return topic
+    prefix = namespace.rstrip('/')
+    if topic == '~' or topic.startswith('~/'):
+        return f'{prefix}/{node_name}{topic[1:]}'
+    return f'{prefix}/{topic}'
+
+
+def _check_distinct_topics(cameras: Sequence[CameraConfig],
+                           resolve_topic: Callable[[str], str]) -> None:
+    """One image topic per camera, compared as resolved (``/x`` and ``x`` can be one)."""
+    by_topic: Dict[str, List[CameraConfig]] = {}
+    for camera in cameras:
+        try:
+            resolved = resolve_topic(camera.topic)
+        except (ValueError, RuntimeError):       # rclpy raises RCLError, a RuntimeError
+            raise ParameterError(f"parameter 'cameras.{camera.name}.topic': {camera.topic!r} "
+                                 'is not a valid topic name') from None
+        by_topic.setdefault(resolved, []).append(camera)
+    clashes = []
+    for resolved, group in sorted(by_topic.items()):
+        if len(group) > 1:
+            written = sorted({c.topic for c in group})
+            given = f' (given as {", ".join(written)})' if written != [resolved] else ''
+            clashes.append(f'cameras {", ".join(c.name for c in group)} all subscribe to '
+                           f'{resolved}{given}')
+    if clashes:
+        raise ParameterError('; '.join(clashes))
+
+
 def resolve_model_path(path: str) -> str:
     """The model file to load: ``path``, or the shipped default when empty."""
     try:
@@ -225,8 +259,14 @@ def _drivable_classes(value: Any) -> Optional[Tuple[Any, ...]]:
     return tuple(value)
 
 
-def build_config(values: Dict[str, Any], *, check_model_file: bool = True) -> NodeConfig:
-    """Validate parameter values (name -> value, as declared) into a NodeConfig."""
+def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
+                 resolve_topic: Optional[Callable[[str], str]] = None) -> NodeConfig:
+    """Validate parameter values (name -> value, as declared) into a NodeConfig.
+
+    ``resolve_topic`` turns a topic as written into the name it subscribes to (the
+    node passes rclpy's, which also applies remappings); default
+    :func:`expand_topic_name` in the root namespace.
+    """
     names = camera_names(values)
     node = checked_values(NODE_PARAMS[1:], values)
     cameras = []
@@ -237,11 +277,7 @@ def build_config(values: Dict[str, Any], *, check_model_file: bool = True) -> No
         topic = cam[prefix + 'topic'].strip() or f'{name}/image_raw' + \
             ('/compressed' if transport == 'compressed' else '')
         cameras.append(CameraConfig(name, topic, transport, cam[prefix + 'camera_info'].strip()))
-    topics = [c.topic for c in cameras]
-    shared = sorted({t for t in topics if topics.count(t) > 1})
-    if shared:
-        raise ParameterError(f'cameras {", ".join(c.name for c in cameras if c.topic in shared)}'
-                             f' all subscribe to {", ".join(shared)}')
+    _check_distinct_topics(cameras, resolve_topic or expand_topic_name)
     model = resolve_model_path(node['model']) if check_model_file else node['model']
     return NodeConfig(
         cameras=tuple(cameras), model_path=model, backend=node['backend'],
@@ -272,10 +308,3 @@ def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[
         'class_map.colors': ['#%02x%02x%02x' % tuple(int(v) for v in c) for c in palette],
         'class_map.drivable_ids': [int(i) for i in drivable_ids],
     }
-
-
-def resolve_drivable(info, classes: Optional[Sequence[Any]]) -> Tuple[int, ...]:
-    """The drivable class ids of ``info`` (a ModelInfo) after the optional override."""
-    from seg_perception.runtime.drivable import resolve_drivable_ids
-    return resolve_drivable_ids(info.class_names, info.drivable_ids,
-                                list(classes) if classes else None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from seg_perception.ros import conversions
-from seg_perception.ros.diagnostics import CameraStats
+from seg_perception.ros.diagnostics import CameraStats, stamps_ahead_text
 
 # Drop reasons, as counted in diagnostics.
 SUPERSEDED = 'superseded'               # a newer frame arrived before inference took it
@@ -24,6 +24,8 @@ BAD_FRAME = 'bad_frame'                 # cannot be decoded (encoding, step, siz
 RESOLUTION_CHANGE = 'resolution_change'
 REJECTED = 'rejected_by_pipeline'       # the pipeline raised InputError
 INFERENCE_ERROR = 'inference_error'     # the backend failed
+# Not a drop: a published frame stamped after the node's now (clocks out of step).
+STAMP_AHEAD = 'stamp_ahead'
 
 
 @dataclass
@@ -115,13 +117,17 @@ class FrameProcessor:
         self._sizes: Dict[str, Tuple[int, int]] = {}
         self._mismatches: Dict[str, int] = {}
 
+    def _warn(self, frame: Frame, key: str, text: str) -> None:
+        """Warn about ``frame``'s camera, throttled per camera and ``key``."""
+        allowed, held = self.throttle.allow((frame.camera, key))
+        if allowed:
+            more = f' ({held} more since the last warning)' if held else ''
+            self.warn(f'{frame.camera}: {text}{more}')
+
     def drop(self, frame: Frame, reason: str, detail: str) -> None:
         """Count a dropped frame and warn (throttled per camera and reason)."""
         self.stats[frame.camera].record_drop(reason)
-        allowed, held = self.throttle.allow((frame.camera, reason))
-        if allowed:
-            more = f' ({held} more since the last warning)' if held else ''
-            self.warn(f'{frame.camera}: dropped frame ({reason}): {detail}{more}')
+        self._warn(frame, reason, f'dropped frame ({reason}): {detail}')
 
     def _size_ok(self, frame: Frame, size: Tuple[int, int]) -> bool:
         """Lock each camera to its first size; adopt a new one only once it persists."""
@@ -190,6 +196,8 @@ class FrameProcessor:
             self.publish(frame, result)
             overhead_ms = (decode_s + time.perf_counter() - started) * 1e3
             latency_ms = (self.now_ns() - frame.stamp_ns) / 1e6 if frame.stamp_ns else None
+            if latency_ms is not None and latency_ms < 0:
+                self._warn(frame, STAMP_AHEAD, stamps_ahead_text(-latency_ms))
             self.stats[frame.camera].record_output(latency_ms, overhead_ms)
             published += 1
         return published

@@ -1,0 +1,24 @@
+"""The segmentation_node executable: the stop signals first, everything slow after.
+
+Importing rclpy, the messages, NumPy and OpenCV takes about a second, and a
+Ctrl-C in that time used to end in a KeyboardInterrupt traceback. This module
+imports nothing slow: it installs the handlers, then imports the node (see
+node.run, which skips loading the model when a signal has already arrived).
+"""
+import sys
+
+from seg_perception.ros.stop_signals import StopSignals
+
+
+def main(args=None) -> int:
+    """Entry point of ``ros2 run seg_perception segmentation_node``; returns the exit code."""
+    stop = StopSignals()
+    try:
+        from seg_perception.ros import node     # slow: rclpy, messages, NumPy, OpenCV
+        return node.run(stop, args)
+    finally:
+        stop.restore()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
