@@ -10,9 +10,8 @@ import yaml
 import bag_helpers as bh
 import runtime_models as rm
 from seg_perception import cli
-from seg_perception.replay.bag_io import (BagError, camera_name, camera_namespace, open_bag,
-                                          output_topic)
-from seg_perception.replay.bag_eval import evaluate_bag
+from seg_perception.replay.bag_io import IMAGE, BagError, camera_namespace, open_bag, output_topic
+from seg_perception.replay.bag_eval import Camera, evaluate_bag
 
 
 def evaluate(bag, out, **kwargs):
@@ -36,7 +35,7 @@ def stamp_of(msg):
 ])
 def test_camera_namespace_strips_transport_and_image_tokens(topic, namespace):
     assert camera_namespace(topic) == namespace
-    assert camera_name(topic) == namespace.replace('/', '_')
+    assert Camera(topic, IMAGE, camera_namespace(topic), 0).name == namespace.replace('/', '_')
     assert output_topic(namespace, 'labels') == f'/{namespace}/segmentation/labels'
 
 

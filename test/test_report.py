@@ -1,5 +1,6 @@
 """The bag-eval report: files, the numbers in them, real-time verdict, plots."""
 import json
+import os
 import re
 import sys
 
@@ -81,6 +82,51 @@ def test_report_html_is_self_contained(labelled_run):
     assert len(sources) >= 1 + 4 + 1              # latency, overlays, confusion matrix
     assert all(s.startswith('data:image/png;base64,') for s in sources)
     assert 'href=' not in page and '<link' not in page
+
+
+def _labelled_bag(folder, count=2):
+    store = bh.typestore()
+    messages = bh.two_camera_messages(count=count)
+    for index in range(count):
+        stamp = bh.START_NS + index * bh.PERIOD_NS
+        messages.append(('/cam_front/ground_truth/labels',
+                         bh.image_msg(store, rm.expected_labels(bh.frame(index)), stamp, 'mono8'),
+                         stamp + 5))
+    return bh.write_rosbag2(folder, sorted(messages, key=lambda m: m[2]))
+
+
+def test_metrics_json_is_written_once_with_the_per_camera_metrics(tmp_path, monkeypatch):
+    from seg_perception import files
+    written = []
+    atomically = files.replaced_atomically
+
+    def recording(path, **options):
+        written.append(os.path.basename(path))
+        return atomically(path, **options)
+
+    monkeypatch.setattr(files, 'replaced_atomically', recording)
+    bag = _labelled_bag(tmp_path / 'in')
+    evaluate_bag(str(bag), bh.model_path(), str(tmp_path / 'out'), progress=False,
+                 label_topics=['/cam_front/ground_truth/labels'])
+    assert written.count('metrics.json') == 1
+    assert written.count('report.md') == 1 and written.count('report.html') == 1
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['cameras']['cam_front']['metrics']['num_images'] == 2
+    assert metrics['cameras']['cam_front']['metrics']['miou'] == pytest.approx(1.0)
+
+
+def test_output_topics_are_named_by_the_node_s_output_topic(tmp_path, monkeypatch):
+    """One spelling of <camera>/segmentation/<kind>: ros.outputs.output_topic."""
+    from seg_perception.ros import outputs
+    monkeypatch.setattr(outputs, 'output_topic', lambda camera, kind: f'{camera}/seg/{kind}')
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=1))
+    summary = evaluate_bag(str(bag), bh.model_path(), str(tmp_path / 'out'), progress=False)
+    expected = ['/cam_front/seg/labels', '/cam_front/seg/drivable_mask', '/cam_front/seg/color']
+    assert summary['cameras']['cam_front']['output_topics'] == expected
+    assert set(expected) <= set(bh.read_bag(tmp_path / 'out' / 'in_segmentation'))
+    for page in ('report.md', 'report.html'):
+        text = (tmp_path / 'out' / page).read_text()
+        assert '/cam_front/seg/labels' in text and '/cam_front/segmentation/' not in text
 
 
 def test_without_ground_truth_the_metric_keys_are_null(tmp_path):

@@ -22,7 +22,7 @@ topics and their ``camera_info`` into it). Camera names: see :mod:`bag_io`.
 
 The report (:mod:`seg_perception.replay.report`) goes to DIR: ``report.md``,
 ``report.html``, ``metrics.json`` (the format of ``seg-perception evaluate``
-plus the bag's numbers) and, with ground truth (:mod:`bag_labels`),
+plus the bag's numbers) and, with ground truth (:mod:`.ground_truth`),
 ``metrics.md`` and ``confusion_matrix.png``. Output is written frame by frame:
 when the bag turns out truncated or damaged, or a label does not fit, the frames
 before the problem keep their output, the report is written as partial, and the

@@ -13,8 +13,8 @@ through ``rosbags.highlevel.AnyReader``. Quirks of real recordings handled here:
 - relative topic names (no leading slash, common in ROS 1 bags): ``--topics``
   matches with or without the slash;
 - a file that rosbags cannot open because it was cut short or damaged: it is read
-  by :mod:`bag_salvage` up to the damage, and the damage is reported as a
-  :class:`BagError` after the last readable message.
+  record by record up to the damage, and the damage is reported as a
+  :class:`BagError` after the last readable message (:mod:`.salvage`).
 
 Camera names (:func:`camera_namespace`): the image topic without a trailing
 ``compressed`` (image_transport) and then without a trailing ``image_raw``,
@@ -81,15 +81,10 @@ def camera_namespace(topic: str) -> str:
     return '/'.join(tokens) or DEFAULT_CAMERA
 
 
-def camera_name(topic: str) -> str:
-    """The camera name used in reports and file names: the namespace with ``_`` for ``/``."""
-    return camera_namespace(topic).replace('/', '_')
-
-
 def output_topic(namespace: str, kind: str) -> str:
     """The absolute output topic of a camera, as the node names it (outputs.output_topic)."""
-    from seg_perception.ros.outputs import output_topic as node_topic
-    return '/' + node_topic(namespace.strip('/'), kind)
+    from seg_perception.ros import outputs
+    return '/' + outputs.output_topic(namespace.strip('/'), kind)
 
 
 @dataclass(frozen=True)
@@ -308,7 +303,7 @@ class OutputBag:
         self.typestore = humble_typestore()
         plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
         self._writer = Writer(self.path, version=8, storage_plugin=plugin)
-        if storage == 'mcap':     # labels and masks shrink ~50x; readers decompress chunks
+        if storage == 'mcap':     # labels and masks are long runs of one value: they compress
             self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
         self._writer.open()
         self._connections: Dict[str, object] = {}

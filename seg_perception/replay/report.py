@@ -1,12 +1,12 @@
 """The bag-eval report: ``metrics.json``, ``report.md``, ``report.html`` and pictures.
 
-``metrics.json`` is written by :func:`report_tables.write_metrics`, so it has
-the keys of ``seg-perception evaluate`` (mIoU, per-class IoU, drivable-area IoU,
-confusion matrix...; null without ground truth) plus the bag's numbers:
-``cameras`` (per camera: topic, frames, skipped frames, recorded and processing
-frame rate, latency per stage, metrics when labelled), ``latency_ms`` (all
-frames), ``realtime`` (could the node keep up?), ``ground_truth``, ``status``
-('complete' or 'partial') and ``error``.
+``metrics.json`` is written once, by :func:`seg_perception.evaluation.tables.write_metrics`,
+so it has the keys of ``seg-perception evaluate`` (mIoU, per-class IoU,
+drivable-area IoU, confusion matrix...; null without ground truth) plus the bag's
+numbers: ``cameras`` (per camera: topic, frames, skipped frames, recorded and
+processing frame rate, latency per stage, metrics when labelled), ``latency_ms``
+(all frames), ``realtime`` (could the node keep up?), ``ground_truth``,
+``status`` ('complete' or 'partial') and ``error``.
 
 Latency stages, in ms per frame: ``decode`` (deserialize + image decode),
 ``convert``, ``infer``, ``postprocess`` (the pipeline's stages), ``pipeline``
@@ -34,14 +34,17 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from seg_perception.replay.report_pages import html_report, markdown_report
 from seg_perception.evaluation.tables import write_metrics
+from seg_perception.replay.bag_io import output_topic
+from seg_perception.ros.outputs import COLOR, DRIVABLE, LABELS
+from seg_perception.replay.report_pages import html_report, markdown_report
 
 LOG = logging.getLogger(__name__)
 STAGES = ('decode', 'convert', 'infer', 'postprocess', 'pipeline', 'node', 'write',
           'end_to_end')
 LATENCY_PNG = 'latency.png'
 OVERLAY_DIR = 'overlays'
+OUTPUT_KINDS = (LABELS, DRIVABLE, COLOR)        # what bag-eval writes per frame
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127)]      # RGB, one per camera
 
@@ -76,8 +79,7 @@ def _camera_summary(camera) -> Dict:
     return {
         'topic': camera.topic, 'message_type': camera.msgtype, 'namespace': camera.namespace,
         'camera_info_topic': camera.info_topic,
-        'output_topics': [f'/{camera.namespace}/segmentation/{k}'
-                          for k in ('labels', 'drivable_mask', 'color')],
+        'output_topics': [output_topic(camera.namespace, kind) for kind in OUTPUT_KINDS],
         'frames': camera.frames, 'messages_in_bag': camera.expected, 'skipped': camera.skipped,
         'skip_reasons': list(camera.skip_reasons),
         'recorded_fps': None if recorded is None else round(recorded, 3),
@@ -108,7 +110,7 @@ def realtime(cameras: Dict[str, Dict]) -> Dict:
 
 
 def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
-    """The bag's numbers for metrics.json from a finished (or stopped) bags._Run."""
+    """The bag's numbers for metrics.json from a finished (or stopped) bag_eval._Run."""
     cameras = {c.name: _camera_summary(c) for c in run.cameras}
     records = [r for c in run.cameras for r in c.records]
     stamps = sorted(r['stamp_ns'] for r in records)
@@ -239,25 +241,25 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
                  scorer=None, model_info=None) -> Dict:
     """Write metrics.json (+ metrics.md), the pictures, report.md and report.html.
 
-    ``cameras``: bags.Camera objects (their per-frame records); ``overlays``:
-    (caption, RGB picture); ``scorer``: a bag_labels.Scorer when there was ground
+    ``cameras``: bag_eval.Camera objects (their per-frame records); ``overlays``:
+    (caption, RGB picture); ``scorer``: a ground_truth.Scorer when there was ground
     truth; ``model_info``: names the classes in metrics.json without one.
     Returns the metrics.json content.
     """
     from seg_perception.evaluation.metrics import ConfusionMatrix
     os.makedirs(output_dir, exist_ok=True)
     if scorer is not None:
-        result = write_metrics(output_dir, scorer.total, scorer.space, summary, plot=True)
         from seg_perception.replay.ground_truth import metrics_of
+        # per-camera metrics first: write_metrics writes metrics.json once, with them
         for name, metrics in metrics_of(scorer).items():
             summary['cameras'][name]['metrics'] = metrics
+        result = write_metrics(output_dir, scorer.total, scorer.space, summary, plot=True)
     else:   # the same keys, with null metrics: there was nothing to compare against
         names = list(model_info.class_names) if model_info is not None else ['unknown']
         space = {'class_names': names,
                  'drivable_ids': list(model_info.drivable_ids) if model_info else []}
         result = write_metrics(output_dir, ConfusionMatrix(len(names), None), space, summary,
                                plot=False)
-    result['cameras'] = summary['cameras']
     pictures: Dict[str, str] = {}
     try:
         latency = plot_latency(cameras, os.path.join(output_dir, LATENCY_PNG))
@@ -276,10 +278,7 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
     confusion = os.path.join(output_dir, 'confusion_matrix.png')
     if scorer is not None and os.path.isfile(confusion):
         pictures['confusion'] = confusion
-    # metrics.json again, with the per-camera metrics filled in
     from seg_perception.files import write_text
-    from seg_perception.evaluation.tables import METRICS_JSON, metrics_json_text
-    write_text(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
     write_text(os.path.join(output_dir, 'report.md'),
                markdown_report(result, pictures, overlay_paths, output_dir))
     write_text(os.path.join(output_dir, 'report.html'),

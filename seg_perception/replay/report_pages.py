@@ -60,7 +60,7 @@ def blocks(result: Dict, pictures: Dict[str, str],
                           'processing fps', 'outputs'),
                 [(name, c['topic'], c['message_type'].rsplit('/', 1)[-1], c['frames'],
                   c['skipped'], _num(c['recorded_fps'], 1), _num(c['processing_fps'], 1),
-                  f'/{c["namespace"]}/segmentation/{{labels,drivable_mask,color}}')
+                  ', '.join(c['output_topics']))
                  for name, c in cameras.items()]))
     realtime = result.get('realtime') or {}
     out.append(('h2', 'Real time'))
