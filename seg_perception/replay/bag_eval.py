@@ -66,6 +66,7 @@ class Camera:
     skip_reasons: List[str] = field(default_factory=list)
     records: List[Dict[str, float]] = field(default_factory=list)
     overlay_at: set = field(default_factory=set)
+    overlay_notes: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -294,10 +295,17 @@ class _Run:
         if self.scorer is not None:
             self._score(camera, result, stamp, index)
         if index in camera.overlay_at:
-            from seg_perception.replay.report import overlay_panel
-            self.overlays.append(((camera.name, index), f'{camera.name} frame {index}',
-                                  overlay_panel(to_rgb(*decoded), result.color,
-                                                result.drivable_mask)))
+            self._overlay(camera, index, to_rgb(*decoded), result)
+
+    def _overlay(self, camera: Camera, index: int, rgb: np.ndarray, result) -> None:
+        from seg_perception.replay.report import overlay_panel
+        try:
+            picture = overlay_panel(rgb, result.color, result.drivable_mask)
+        except InvalidValueError as exc:
+            camera.overlay_notes.append(f'frame {index}: no overlay: {exc}')
+            LOG.warning('%s frame %d: no overlay: %s', camera.topic, index, exc)
+            return
+        self.overlays.append(((camera.name, index), f'{camera.name} frame {index}', picture))
 
     def _score(self, camera: Camera, result, stamp: int, index: int) -> None:
         prediction = self.scorer.prediction(result)

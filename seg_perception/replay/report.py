@@ -23,17 +23,22 @@ out of that mean. Otherwise the node drops frames: it always takes the newest.
 Pictures: ``latency.png`` (``node`` latency over recording time, one line per
 camera, the frame period dashed) drawn with matplotlib (Agg) or, without
 matplotlib, with OpenCV; ``overlays/*.png`` (class overlay | drivable area).
-``report.html`` embeds all of them as base64 PNG and needs no other file.
+``report.html`` embeds all of them as base64 PNG and needs no other file. Every
+picture has a bounded size, whatever the frames: the plots a fixed one, an
+overlay half the frame fitted into PANEL_BOX. A frame with an aspect ratio beyond
+MAX_ASPECT:1 gets no overlay (it would be a sliver) but is evaluated like any
+other; the report and ``overlays_left_out`` in metrics.json say which.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from seg_perception.errors import InvalidValueError
 from seg_perception.evaluation.tables import write_metrics
 from seg_perception.replay.bag_io import output_topic
 from seg_perception.ros.outputs import COLOR, DRIVABLE, LABELS
@@ -45,6 +50,8 @@ STAGES = ('decode', 'convert', 'infer', 'postprocess', 'pipeline', 'node', 'writ
 LATENCY_PNG = 'latency.png'
 OVERLAY_DIR = 'overlays'
 OUTPUT_KINDS = (LABELS, DRIVABLE, COLOR)        # what bag-eval writes per frame
+PANEL_BOX = (400, 400)      # W x H that each half of an overlay panel fits into
+MAX_ASPECT = 20.0           # beyond this, a frame fitted into the box is a sliver: no overlay
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127)]      # RGB, one per camera
 
@@ -82,6 +89,7 @@ def _camera_summary(camera) -> Dict:
         'output_topics': [output_topic(camera.namespace, kind) for kind in OUTPUT_KINDS],
         'frames': camera.frames, 'messages_in_bag': camera.expected, 'skipped': camera.skipped,
         'skip_reasons': list(camera.skip_reasons),
+        'overlays_left_out': list(camera.overlay_notes),
         'recorded_fps': None if recorded is None else round(recorded, 3),
         'processing_fps': None if not mean_ms else round(1000.0 / mean_ms, 3),
         'mean_node_ms': None if mean_ms is None else round(mean_ms, 3),
@@ -145,19 +153,36 @@ def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
 
 # -- pictures ---------------------------------------------------------------------------------
 
+def panel_size(height: int, width: int, box: Tuple[int, int] = PANEL_BOX) -> Tuple[int, int]:
+    """(width, height) of one half of an overlay panel: the frame fitted into ``box``.
+
+    The aspect ratio is kept, so a panel is never larger than ``box`` whatever the
+    frame. InvalidValueError for a frame whose aspect ratio is beyond MAX_ASPECT:1,
+    which would fit as a sliver too narrow to show anything.
+    """
+    if height < 1 or width < 1:
+        raise InvalidValueError(f'a {width}x{height} frame (W x H) has no pixels to show')
+    if max(height / width, width / height) > MAX_ASPECT:
+        raise InvalidValueError(f'the frame is {width}x{height} (W x H), an aspect ratio '
+                                f'beyond {MAX_ASPECT:g}:1')
+    scale = min(box[0] / width, box[1] / height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
 def overlay_panel(rgb: np.ndarray, color: np.ndarray, drivable_mask: np.ndarray,
-                  width: int = 400) -> np.ndarray:
-    """RGB picture: the class overlay next to the image with the drivable area in green."""
-    tinted = np.array(rgb, np.uint8, copy=True)
-    if tinted.shape[:2] != drivable_mask.shape:
-        tinted = cv2.resize(tinted, drivable_mask.shape[::-1], interpolation=cv2.INTER_AREA)
-    area = drivable_mask == 255
+                  box: Tuple[int, int] = PANEL_BOX) -> np.ndarray:
+    """RGB picture: the class overlay next to the image with the drivable area in green.
+
+    Each half is the camera frame fitted into ``box`` (see panel_size); the tint is
+    laid on at that size, so the work is bounded by the box, not by the frame.
+    """
+    size = panel_size(*drivable_mask.shape[:2], box=box)
+    tinted = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+    area = cv2.resize(drivable_mask, size, interpolation=cv2.INTER_NEAREST) == 255
     tinted[area] = (0.5 * tinted[area] + 0.5 * np.array([0, 255, 0])).astype(np.uint8)
-    height = max(1, int(round(color.shape[0] * width / color.shape[1])))
-    panels = [cv2.resize(p, (width, height), interpolation=cv2.INTER_AREA)
-              for p in (color, tinted)]
-    gap = np.full((height, 4, 3), 255, np.uint8)
-    return np.hstack([panels[0], gap, panels[1]])
+    classes = cv2.resize(np.ascontiguousarray(color), size, interpolation=cv2.INTER_AREA)
+    gap = np.full((size[1], 4, 3), 255, np.uint8)
+    return np.hstack([classes, gap, tinted])
 
 
 def plot_latency(cameras, path: str) -> Optional[str]:

@@ -90,10 +90,14 @@ def blocks(result: Dict, pictures: Dict[str, str],
     if skipped:
         out.append(('h2', 'Skipped frames'))
         out.append(('table', ('camera', 'reason'), skipped))
-    if overlays:
+    left_out = [f'{name} {note}' for name, c in cameras.items()
+                for note in c.get('overlays_left_out', ())]
+    if overlays or left_out:
         out.append(('h2', 'Overlays'))
+    if overlays:
         out.append(('p', 'Left: class colours over the image. Right: drivable area in green.'))
         out += [('img', caption, path) for caption, path in overlays]
+    out += [('p', note) for note in left_out]
     return out
 
 
