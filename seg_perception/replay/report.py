@@ -40,7 +40,7 @@ import numpy as np
 
 from seg_perception.errors import InvalidValueError
 from seg_perception.evaluation.tables import write_metrics
-from seg_perception.replay.bag_io import output_topic
+from seg_perception.replay.bag_io import output_error, output_topic
 from seg_perception.ros.outputs import COLOR, DRIVABLE, LABELS
 from seg_perception.replay.report_pages import html_report, markdown_report
 
@@ -134,9 +134,11 @@ def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
         'bag': os.path.abspath(bag), 'bag_format': run.source.description,
         'output_bag': str(run.out.path) if run.out else None,
         'output_dir': os.path.abspath(run.output_dir),
+        'output_bag_closed': bool(run.out and run.out.closed_cleanly),
         'status': 'complete' if error is None else 'partial',
         'error': None if error is None else f'{type(error).__name__}: {error}',
         'frames': len(records),
+        'unreadable_messages': dict(run.unreadable),
         'recording_s': round((stamps[-1] - stamps[0]) / 1e9, 3) if stamps else None,
         'processing_s': round(sum(r['node'] for r in records) / 1000.0, 3),
         'seconds': round(seconds, 3),
@@ -269,22 +271,25 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
     ``cameras``: bag_eval.Camera objects (their per-frame records); ``overlays``:
     (caption, RGB picture); ``scorer``: a ground_truth.Scorer when there was ground
     truth; ``model_info``: names the classes in metrics.json without one.
-    Returns the metrics.json content.
+    Returns the metrics.json content; OutputError naming the file that cannot be
+    written.
     """
     from seg_perception.evaluation.metrics import ConfusionMatrix
-    os.makedirs(output_dir, exist_ok=True)
     if scorer is not None:
         from seg_perception.replay.ground_truth import metrics_of
         # per-camera metrics first: write_metrics writes metrics.json once, with them
         for name, metrics in metrics_of(scorer).items():
             summary['cameras'][name]['metrics'] = metrics
-        result = write_metrics(output_dir, scorer.total, scorer.space, summary, plot=True)
+        matrix, space = scorer.total, scorer.space
     else:   # the same keys, with null metrics: there was nothing to compare against
         names = list(model_info.class_names) if model_info is not None else ['unknown']
         space = {'class_names': names,
                  'drivable_ids': list(model_info.drivable_ids) if model_info else []}
-        result = write_metrics(output_dir, ConfusionMatrix(len(names), None), space, summary,
-                               plot=False)
+        matrix = ConfusionMatrix(len(names), None)
+    try:
+        result = write_metrics(output_dir, matrix, space, summary, plot=scorer is not None)
+    except OSError as exc:
+        raise output_error('write metrics.json and metrics.md in', output_dir, exc) from None
     pictures: Dict[str, str] = {}
     try:
         latency = plot_latency(cameras, os.path.join(output_dir, LATENCY_PNG))
@@ -292,20 +297,42 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
             pictures['latency'] = latency
     except Exception as exc:  # noqa: BLE001 - a plot must not cost the report
         LOG.warning('latency plot skipped: %s', exc)
-    overlay_paths = []
-    if overlays:
-        os.makedirs(os.path.join(output_dir, OVERLAY_DIR), exist_ok=True)
-    for caption, picture in overlays:
-        name = caption.replace(' ', '_') + '.png'
-        path = os.path.join(output_dir, OVERLAY_DIR, name)
-        cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-        overlay_paths.append((caption, path))
+    overlay_paths = write_overlays(output_dir, overlays)
     confusion = os.path.join(output_dir, 'confusion_matrix.png')
     if scorer is not None and os.path.isfile(confusion):
         pictures['confusion'] = confusion
-    from seg_perception.files import write_text
-    write_text(os.path.join(output_dir, 'report.md'),
-               markdown_report(result, pictures, overlay_paths, output_dir))
-    write_text(os.path.join(output_dir, 'report.html'),
-               html_report(result, pictures, overlay_paths))
+    _write(os.path.join(output_dir, 'report.md'),
+           markdown_report(result, pictures, overlay_paths, output_dir))
+    _write(os.path.join(output_dir, 'report.html'), html_report(result, pictures, overlay_paths))
     return result
+
+
+def write_overlays(output_dir: str, overlays: List[tuple]) -> List[tuple]:
+    """Write the (caption, RGB picture) overlays to ``overlays/``, replacing an earlier
+    run's; (caption, path) of those written. One that cannot be written is left out
+    of the report with a warning, like the latency plot."""
+    folder = os.path.join(output_dir, OVERLAY_DIR)
+    if os.path.isdir(folder):           # an earlier run of this bag (output_folder): replaced
+        for name in os.listdir(folder):
+            if name.endswith('.png'):
+                os.remove(os.path.join(folder, name))
+    written = []
+    for caption, picture in overlays:
+        path = os.path.join(folder, caption.replace(' ', '_') + '.png')
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if not cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+                raise OSError('OpenCV could not write it')
+        except OSError as exc:
+            LOG.warning('overlay %s left out of the report: cannot write it: %s', path, exc)
+            continue
+        written.append((caption, path))
+    return written
+
+
+def _write(path: str, text: str) -> None:
+    from seg_perception.files import write_text
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        raise output_error('write', path, exc) from None

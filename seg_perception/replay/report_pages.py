@@ -48,7 +48,9 @@ def blocks(result: Dict, pictures: Dict[str, str],
         ('model', f'{result.get("model")} ({result.get("architecture")})'),
         ('backend', f'{inference.get("name")} {inference.get("precision") or ""} on '
                     f'{inference.get("device") or "?"}'),
-        ('output bag', str(result.get('output_bag'))),
+        ('output bag', str(result.get('output_bag')) + (
+            '' if result.get('output_bag_closed', True) else
+            ' (not closed: no metadata.yaml, read it as a recording cut short)')),
         ('frames', str(result['frames'])),
         ('recording', f'{_num(result.get("recording_s"))} s'),
         ('processing', f'{_num(result.get("processing_s"))} s (wall time of the run '
@@ -90,6 +92,11 @@ def blocks(result: Dict, pictures: Dict[str, str],
     if skipped:
         out.append(('h2', 'Skipped frames'))
         out.append(('table', ('camera', 'reason'), skipped))
+    unreadable = result.get('unreadable_messages') or {}
+    if unreadable:
+        out.append(('h2', 'Unreadable messages'))
+        out.append(('p', 'Messages that do not deserialize were skipped; the run went on.'))
+        out.append(('table', ('topic', 'messages skipped'), sorted(unreadable.items())))
     left_out = [f'{name} {note}' for name, c in cameras.items()
                 for note in c.get('overlays_left_out', ())]
     if overlays or left_out:
