@@ -292,13 +292,14 @@ class _Run:
                 signal_name = stop() if stop is not None else None
                 if signal_name:
                     raise RunStopped(signal_name)
+                received = time.perf_counter()          # the decode stage starts here
                 try:
                     msg = self.source.deserialize(raw, msgtype)
                 except BagError as exc:
                     self.skip_unreadable(topic, exc)
                     continue
                 if topic in self.by_topic:
-                    self.frame(self.by_topic[topic], msgtype, log_time, msg)
+                    self.frame(self.by_topic[topic], msgtype, log_time, msg, received)
                 elif topic in self.info_topics:
                     self.out.write('/' + topic.strip('/'),
                                    convert_message(msg, CAMERA_INFO, self.out.typestore), log_time)
@@ -332,11 +333,12 @@ class _Run:
             raise BagError(f'{where}: {exc}') from None
         self.truth.add_label(self.scorer, topic, stamp_ns(msg.header), label)
 
-    def frame(self, camera: Camera, msgtype: str, log_time: int, msg) -> None:
+    def frame(self, camera: Camera, msgtype: str, log_time: int, msg, start: float) -> None:
+        """Segment one deserialized camera message (``start``: when its deserializing
+        began) and write its outputs."""
         from seg_perception.ros.conversions import ConversionError, decode, to_rgb
         from seg_perception.ros.outputs import OutputOptions, result_images
         from seg_perception.runtime.pipeline import InputError
-        start = time.perf_counter()
         index = camera.frames + camera.skipped
         try:
             decoded = decode(msg)
