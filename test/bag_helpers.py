@@ -70,6 +70,14 @@ def frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
         ('grass', 0.55, 1, 0, 0.15), ('car', 0.6, 0.85, x0, x0 + 0.2)])
 
 
+class Undeserializable:
+    """Stands for a message in write_rosbag2: ``msg`` serialized, then cut to ``keep`` bytes."""
+
+    def __init__(self, msg, keep: int = 40):
+        self.msg, self.keep = msg, keep
+        self.__msgtype__ = msg.__msgtype__
+
+
 def write_rosbag2(path, messages, storage: str = 'mcap'):
     """Write [(topic, msg, log_ns)] as a rosbag2 folder; returns the folder."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -81,7 +89,11 @@ def write_rosbag2(path, messages, storage: str = 'mcap'):
             if topic not in connections:
                 connections[topic] = writer.add_connection(topic, msg.__msgtype__,
                                                            typestore=store)
-            writer.write(connections[topic], log_ns, store.serialize_cdr(msg, msg.__msgtype__))
+            if isinstance(msg, Undeserializable):
+                data = store.serialize_cdr(msg.msg, msg.__msgtype__)[:msg.keep]
+            else:
+                data = store.serialize_cdr(msg, msg.__msgtype__)
+            writer.write(connections[topic], log_ns, data)
     return Path(path)
 
 

@@ -1,6 +1,11 @@
 """bag-eval: reading bags of every kind, the output bag, ground truth, damaged input."""
+import errno
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -10,9 +15,10 @@ import yaml
 import bag_helpers as bh
 import runtime_models as rm
 from seg_perception import cli
-from seg_perception.replay.bag_io import (BagError, camera_name, camera_namespace, open_bag,
-                                          output_topic)
-from seg_perception.replay.bag_eval import evaluate_bag
+from seg_perception.errors import InvalidValueError
+from seg_perception.replay.bag_io import (IMAGE, BagError, OutputError, camera_namespace,
+                                          open_bag, output_topic)
+from seg_perception.replay.bag_eval import Camera, evaluate_bag
 
 
 def evaluate(bag, out, **kwargs):
@@ -36,7 +42,7 @@ def stamp_of(msg):
 ])
 def test_camera_namespace_strips_transport_and_image_tokens(topic, namespace):
     assert camera_namespace(topic) == namespace
-    assert camera_name(topic) == namespace.replace('/', '_')
+    assert Camera(topic, IMAGE, camera_namespace(topic), 0).name == namespace.replace('/', '_')
     assert output_topic(namespace, 'labels') == f'/{namespace}/segmentation/labels'
 
 
@@ -371,3 +377,233 @@ def test_output_messages_deserialize_with_real_ros2_types(tmp_path):
     np.testing.assert_array_equal(pixels, rm.expected_labels(bh.frame(1)))
     assert seen['/cam_rear/segmentation/color'][0].encoding == 'rgb8'
     assert seen['/cam_rear/image_raw/compressed'][0].format == 'png'
+
+
+# -- output that cannot be written (#19.7) ----------------------------------------------------
+
+def _cli_bag_eval(bag, out, *extra):
+    return cli.main(['bag-eval', '--bag', str(bag), '--model', bh.model_path(), '--output',
+                     str(out), '--no-progress', *extra])
+
+
+def _one_line(error: str) -> str:
+    """The CLI's error line; the test fails on a traceback or on more than one line."""
+    assert 'Traceback' not in error
+    lines = [line for line in error.splitlines() if line.startswith('seg-perception')]
+    assert len(lines) == 1, error
+    return lines[0]
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line_naming_it(tmp_path, capsys):
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=1))
+    regular = tmp_path / 'notes.txt'
+    regular.write_text('not a folder')
+    assert _cli_bag_eval(bag, regular / 'out') == 2          # root can't create it either
+    assert _one_line(capsys.readouterr().err) == (
+        f'seg-perception bag-eval: error: cannot create the output folder {regular / "out"}: '
+        'Not a directory')
+    assert _cli_bag_eval(bag, regular) == 2
+    assert _one_line(capsys.readouterr().err) == (
+        f'seg-perception bag-eval: error: the output folder {regular} is a file, not a folder')
+    # rosbags' own error (not an OSError) for an output bag path taken by a dangling link
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'out' / 'in_segmentation').symlink_to(tmp_path / 'nowhere')
+    assert _cli_bag_eval(bag, tmp_path / 'out') == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith('seg-perception bag-eval: error: cannot create the output bag '
+                           f'{tmp_path / "out" / "in_segmentation"}: ')
+
+
+def _full_disk_after(monkeypatch, writes: int, close_too: bool = False):
+    """The output bag's writer runs out of space after ``writes`` messages."""
+    from rosbags.rosbag2 import Writer
+    write, close = Writer.write, Writer.close
+    count = [0]
+
+    def full_write(self, *args):
+        count[0] += 1
+        if count[0] > writes:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, *args)
+
+    def full_close(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Writer, 'write', full_write)
+    if close_too:
+        monkeypatch.setattr(Writer, 'close', full_close)
+    return close
+
+
+def test_a_full_disk_closes_the_bag_writes_the_partial_report_and_says_one_line(
+        tmp_path, monkeypatch, capsys):
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=3))
+    _full_disk_after(monkeypatch, writes=2 * 3)        # 3 output messages per frame
+    assert _cli_bag_eval(bag, tmp_path / 'out') == 2
+    out_bag = tmp_path / 'out' / 'in_segmentation'
+    line = _one_line(capsys.readouterr().err)
+    assert line == (f'seg-perception bag-eval: error: cannot write the output bag '
+                    f'{out_bag / "in_segmentation.mcap"}: No space left on device (partial '
+                    f'output: 2 frames in {out_bag}; report in {tmp_path / "out"})')
+    assert (out_bag / 'metadata.yaml').is_file()             # closed: a bag ros2 can play
+    assert len(bh.read_bag(out_bag)['/cam_front/segmentation/labels']) == 1
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['status'] == 'partial' and metrics['frames'] == 2
+    assert metrics['output_bag_closed'] is True
+    assert 'No space left on device' in metrics['error']
+    assert 'PARTIAL' in (tmp_path / 'out' / 'report.md').read_text()
+
+
+def test_a_bag_that_cannot_be_closed_still_gets_its_partial_report(tmp_path, monkeypatch):
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=3))
+    _full_disk_after(monkeypatch, writes=3, close_too=True)
+    out_bag = tmp_path / 'out' / 'in_segmentation'
+    with pytest.raises(OutputError) as raised:
+        evaluate(bag, tmp_path / 'out')
+    assert raised.value.errno == errno.ENOSPC
+    assert str(raised.value) == (
+        f'cannot write the output bag {out_bag / "in_segmentation.mcap"}: No space left on '
+        f'device (partial output: 1 frames in {out_bag}; cannot close the output bag '
+        f'{out_bag}: No space left on device; report in {tmp_path / "out"})')
+    assert not (out_bag / 'metadata.yaml').exists()
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['status'] == 'partial' and metrics['output_bag_closed'] is False
+    assert 'not closed: no metadata.yaml' in (tmp_path / 'out' / 'report.md').read_text()
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_the_bag_is_complete(
+        tmp_path, monkeypatch, capsys):
+    from seg_perception import files
+    write_text = files.write_text
+
+    def full(path, text):
+        if path.endswith('report.md'):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write_text(path, text)
+
+    monkeypatch.setattr(files, 'write_text', full)
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=2))
+    assert _cli_bag_eval(bag, tmp_path / 'out') == 2
+    out_bag = tmp_path / 'out' / 'in_segmentation'
+    assert _one_line(capsys.readouterr().err) == (
+        f'seg-perception bag-eval: error: cannot write {tmp_path / "out" / "report.md"}: No '
+        f'space left on device (the output bag {out_bag} holds all 4 frames)')
+    assert (out_bag / 'metadata.yaml').is_file()
+    assert len(bh.read_bag(out_bag)['/cam_rear/segmentation/color']) == 2
+
+
+# -- doubtful cases (#19) ---------------------------------------------------------------------
+
+def test_mcap_magic_followed_by_garbage_is_reported_as_damage(tmp_path):
+    from seg_perception.replay.salvage import MCAP_MAGIC
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=1))
+    data_file = bh.storage_file(bag)
+    data_file.write_bytes(MCAP_MAGIC + bytes(range(256)) * 8)
+    for path in (bag, data_file):
+        with pytest.raises(BagError) as raised:
+            evaluate(path, tmp_path / 'out')
+        message = str(raised.value)
+        assert 'damaged' in message and 'no message in it can be read' in message
+        assert 'no camera image topics' not in message
+    assert not (tmp_path / 'out').exists()        # nothing to report: no folder made
+
+
+def test_a_message_that_does_not_deserialize_is_skipped_and_counted(tmp_path, capsys):
+    messages = bh.two_camera_messages(count=4)
+    topic, broken, log_ns = messages[2]                # cam_front, frame 1
+    messages[2] = (topic, bh.Undeserializable(broken), log_ns)
+    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    assert _cli_bag_eval(bag, tmp_path / 'out') == 0
+    printed = capsys.readouterr().out
+    assert 'cam_front: 3 frames from /cam_front/image_raw (1 skipped)' in printed
+    assert 'messages that do not deserialize, skipped: /cam_front/image_raw 1' in printed
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['status'] == 'complete' and metrics['frames'] == 7
+    assert metrics['unreadable_messages'] == {'/cam_front/image_raw': 1}
+    front = metrics['cameras']['cam_front']
+    assert front['skipped'] == 1 and 'cannot be deserialized' in front['skip_reasons'][0]
+    assert front['skip_reasons'][0].startswith('frame 1: ')
+    written = bh.read_bag(tmp_path / 'out' / 'in_segmentation')
+    assert [stamp_of(m) for _, m in written['/cam_front/segmentation/labels']] == \
+        [bh.START_NS + i * bh.PERIOD_NS for i in (0, 2, 3)]
+    assert '| /cam_front/image_raw | 1 |' in (tmp_path / 'out' / 'report.md').read_text()
+
+
+def test_one_run_per_output_folder(tmp_path, capsys):
+    from seg_perception.replay.bag_io import OutputBag
+    from seg_perception.replay.output_folder import claimed
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=1))
+    out = tmp_path / 'out'
+    with claimed(str(out), str(bag)):                 # another run, half way through
+        other = OutputBag(out / 'in_segmentation')
+        with pytest.raises(OutputError, match=rf'^the output folder {out} is in use by another '
+                                              rf'bag-eval run \(pid {os.getpid()} on .* since '):
+            evaluate(bag, out, overwrite=True)
+        assert _cli_bag_eval(bag, out, '--overwrite') == 2
+        assert 'in use by another bag-eval run' in _one_line(capsys.readouterr().err)
+        assert other.path.is_dir()                    # its half-written bag is left alone
+        other.close()
+    assert evaluate(bag, out, overwrite=True)['frames'] == 2      # free again
+
+
+def test_one_bag_per_output_folder_and_a_rerun_replaces_its_overlays(tmp_path):
+    first = bh.write_rosbag2(tmp_path / 'first', bh.two_camera_messages(count=3))
+    second = bh.write_rosbag2(tmp_path / 'second', bh.two_camera_messages(count=2))
+    out = tmp_path / 'out'
+    evaluate(first, out, overlays=3)
+    assert len(list((out / 'overlays').glob('*.png'))) == 6
+    for overwrite in (False, True):
+        with pytest.raises(InvalidValueError, match=f'holds the report of the bag {first}; one '
+                                                    'bag per output folder'):
+            evaluate(second, out, overwrite=overwrite)
+    assert json.loads((out / 'metrics.json').read_text())['bag'] == str(first)
+    assert not (out / 'second_segmentation').exists()
+    evaluate(first, out, overlays=1, overwrite=True)          # the same bag again
+    assert sorted(p.name for p in (out / 'overlays').glob('*.png')) == \
+        ['cam_front_frame_0.png', 'cam_rear_frame_0.png']
+
+
+_SLOW_CLI = '''
+import sys, time
+from seg_perception.runtime import pipeline
+process = pipeline.SegmentationPipeline.process
+
+def slow(self, *args, **kwargs):      # a slow model: the signal comes in mid-bag
+    result = process(self, *args, **kwargs)
+    print('FRAME', flush=True)
+    time.sleep(0.05)
+    return result
+
+pipeline.SegmentationPipeline.process = slow
+from seg_perception import cli
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+def test_a_stop_signal_closes_the_bag_and_writes_the_partial_report(tmp_path, sig):
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=100))
+    out = tmp_path / 'out'
+    child = subprocess.Popen(
+        [sys.executable, '-c', _SLOW_CLI, 'bag-eval', '--bag', str(bag), '--model',
+         bh.model_path(), '--output', str(out), '--no-progress'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == 'FRAME\n'
+        child.send_signal(sig)
+        _, error = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    name = signal.Signals(sig).name
+    assert child.returncode == 128 + sig, error
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['status'] == 'partial' and metrics['error'] == f'RunStopped: stopped by {name}'
+    assert 0 < metrics['frames'] < 200
+    assert _one_line(error) == (f'seg-perception bag-eval: stopped by {name} (partial output: '
+                                f'{metrics["frames"]} frames in {out / "in_segmentation"}; '
+                                f'report in {out})')
+    assert (out / 'in_segmentation' / 'metadata.yaml').is_file()
+    written = bh.read_bag(out / 'in_segmentation')
+    assert sum(len(written.get(f'/{c}/segmentation/labels', ()))
+               for c in ('cam_front', 'cam_rear')) == metrics['frames']
+    assert 'PARTIAL' in (out / 'report.md').read_text()

@@ -1,4 +1,5 @@
 """seg-perception demo: the shipped sample bag, end to end, without torch."""
+import errno
 import glob
 import json
 import os
@@ -89,3 +90,42 @@ def test_demo_without_a_default_model_says_so(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / 'demo').exists()
     code = cli.main(['demo', '--model', str(tmp_path / 'missing.onnx')])
     assert code == 2 and 'model file not found' in capsys.readouterr().err
+
+
+def _error_line(error: str) -> str:
+    assert 'Traceback' not in error
+    lines = [line for line in error.splitlines() if line.startswith('seg-perception demo:')]
+    assert len(lines) == 1, error
+    return lines[0]
+
+
+def test_demo_output_that_cannot_be_created_is_one_line_naming_it(tmp_path, capsys):
+    regular = tmp_path / 'notes.txt'
+    regular.write_text('not a folder')              # root cannot create a folder under it
+    code = cli.main(['demo', '--model', bh.model_path(), '--output', str(regular / 'demo'),
+                     '--no-progress'])
+    assert code == 2
+    assert _error_line(capsys.readouterr().err) == (
+        f'seg-perception demo: error: cannot create the output folder {regular / "demo"}: '
+        'Not a directory')
+
+
+def test_demo_on_a_full_disk_closes_the_bag_and_writes_the_partial_report(
+        tmp_path, monkeypatch, capsys):
+    from rosbags.rosbag2 import Writer
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Writer, 'write', full)
+    out = tmp_path / 'demo'
+    code = cli.main(['demo', '--model', bh.model_path(), '--output', str(out), '--no-progress'])
+    assert code == 2
+    line = _error_line(capsys.readouterr().err)
+    out_bag = out / 'sample_bag_segmentation'
+    assert line.startswith(f'seg-perception demo: error: cannot write the output bag {out_bag}')
+    assert line.endswith(f'No space left on device (partial output: 0 frames in {out_bag}; '
+                         f'report in {out})')
+    assert (out_bag / 'metadata.yaml').is_file()
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['status'] == 'partial' and metrics['output_bag_closed'] is True

@@ -1,5 +1,6 @@
 """The bag-eval report: files, the numbers in them, real-time verdict, plots."""
 import json
+import os
 import re
 import sys
 
@@ -10,6 +11,7 @@ import bag_helpers as bh
 import runtime_models as rm
 from seg_perception.replay import report
 from seg_perception.replay.bag_eval import evaluate_bag
+from seg_perception.errors import InvalidValueError
 from seg_perception.evaluation.tables import REQUIRED_KEYS
 
 
@@ -83,6 +85,51 @@ def test_report_html_is_self_contained(labelled_run):
     assert 'href=' not in page and '<link' not in page
 
 
+def _labelled_bag(folder, count=2):
+    store = bh.typestore()
+    messages = bh.two_camera_messages(count=count)
+    for index in range(count):
+        stamp = bh.START_NS + index * bh.PERIOD_NS
+        messages.append(('/cam_front/ground_truth/labels',
+                         bh.image_msg(store, rm.expected_labels(bh.frame(index)), stamp, 'mono8'),
+                         stamp + 5))
+    return bh.write_rosbag2(folder, sorted(messages, key=lambda m: m[2]))
+
+
+def test_metrics_json_is_written_once_with_the_per_camera_metrics(tmp_path, monkeypatch):
+    from seg_perception import files
+    written = []
+    atomically = files.replaced_atomically
+
+    def recording(path, **options):
+        written.append(os.path.basename(path))
+        return atomically(path, **options)
+
+    monkeypatch.setattr(files, 'replaced_atomically', recording)
+    bag = _labelled_bag(tmp_path / 'in')
+    evaluate_bag(str(bag), bh.model_path(), str(tmp_path / 'out'), progress=False,
+                 label_topics=['/cam_front/ground_truth/labels'])
+    assert written.count('metrics.json') == 1
+    assert written.count('report.md') == 1 and written.count('report.html') == 1
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['cameras']['cam_front']['metrics']['num_images'] == 2
+    assert metrics['cameras']['cam_front']['metrics']['miou'] == pytest.approx(1.0)
+
+
+def test_output_topics_are_named_by_the_node_s_output_topic(tmp_path, monkeypatch):
+    """One spelling of <camera>/segmentation/<kind>: ros.outputs.output_topic."""
+    from seg_perception.ros import outputs
+    monkeypatch.setattr(outputs, 'output_topic', lambda camera, kind: f'{camera}/seg/{kind}')
+    bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=1))
+    summary = evaluate_bag(str(bag), bh.model_path(), str(tmp_path / 'out'), progress=False)
+    expected = ['/cam_front/seg/labels', '/cam_front/seg/drivable_mask', '/cam_front/seg/color']
+    assert summary['cameras']['cam_front']['output_topics'] == expected
+    assert set(expected) <= set(bh.read_bag(tmp_path / 'out' / 'in_segmentation'))
+    for page in ('report.md', 'report.html'):
+        text = (tmp_path / 'out' / page).read_text()
+        assert '/cam_front/seg/labels' in text and '/cam_front/segmentation/' not in text
+
+
 def test_without_ground_truth_the_metric_keys_are_null(tmp_path):
     bag = bh.write_rosbag2(tmp_path / 'in', bh.two_camera_messages(count=2))
     evaluate_bag(str(bag), bh.model_path(), str(tmp_path / 'out'), progress=False)
@@ -144,8 +191,53 @@ def test_overlay_panel_puts_classes_and_drivable_side_by_side():
     color = np.zeros((60, 80, 3), np.uint8)
     mask = np.zeros((60, 80), np.uint8)
     mask[30:] = 255
-    panel = report.overlay_panel(rgb, color, mask, width=40)
+    panel = report.overlay_panel(rgb, color, mask, box=(40, 40))
     assert panel.shape == (30, 40 + 4 + 40, 3)
     right = panel[:, 44:]
     assert right[25, 20, 1] > right[25, 20, 0]                   # green where drivable
     assert tuple(right[5, 20]) == (100, 100, 100)
+
+
+@pytest.mark.parametrize('height, width, size', [
+    (1080, 1920, (400, 225)), (1920, 1080, (225, 400)), (10, 10, (400, 400)),
+    (30, 600, (400, 20)), (4000, 200, (20, 400))])
+def test_an_overlay_half_is_the_frame_fitted_into_the_box(height, width, size):
+    assert report.panel_size(height, width) == size
+
+
+@pytest.mark.parametrize('height, width', [(40000, 1), (1, 40000), (2100, 100)])
+def test_a_frame_beyond_the_aspect_limit_gets_no_panel(height, width):
+    with pytest.raises(InvalidValueError, match=rf'^the frame is {width}x{height} \(W x H\), '
+                                                r'an aspect ratio beyond 20:1$'):
+        report.panel_size(height, width)
+
+
+def test_a_40000x1_frame_is_evaluated_without_a_giant_overlay(tmp_path, monkeypatch, caplog):
+    """#19.2: the 120 kB frame once asked for a 16,000,000 x 400 overlay (19 GB)."""
+    import cv2
+    resize = cv2.resize
+
+    def bounded_resize(src, dsize, *args, **kwargs):
+        assert dsize[0] * dsize[1] <= 1_000_000, f'resize to {dsize}'     # not the memory
+        return resize(src, dsize, *args, **kwargs)
+
+    monkeypatch.setattr(cv2, 'resize', bounded_resize)
+    store = bh.typestore()
+    tall = np.full((40000, 1, 3), 90, np.uint8)
+    second = bh.START_NS + bh.PERIOD_NS
+    bag = bh.write_rosbag2(tmp_path / 'in', [
+        ('/cam/image_raw', bh.image_msg(store, tall, bh.START_NS), bh.START_NS),
+        ('/cam/image_raw', bh.image_msg(store, bh.frame(1), second), second)])
+    summary = evaluate_bag(str(bag), bh.model_path(), str(tmp_path / 'out'), progress=False,
+                           overlays=2)
+    assert summary['status'] == 'complete' and summary['frames'] == 2   # the frame is served
+    note = 'frame 0: no overlay: the frame is 1x40000 (W x H), an aspect ratio beyond 20:1'
+    assert summary['cameras']['cam']['overlays_left_out'] == [note]
+    warnings = [r.getMessage() for r in caplog.records if 'no overlay' in r.getMessage()]
+    assert warnings == [f'/cam/image_raw {note}'] and '\n' not in warnings[0]
+    assert f'cam {note}' in (tmp_path / 'out' / 'report.md').read_text().splitlines()
+    (overlay,) = (tmp_path / 'out' / 'overlays').glob('*.png')
+    assert overlay.name == 'cam_frame_1.png'
+    assert cv2.imread(str(overlay)).shape == (300, 804, 3)    # 64x48 fitted into 400x400
+    labels = bh.read_bag(tmp_path / 'out' / 'in_segmentation')['/cam/segmentation/labels']
+    assert (labels[0][1].height, labels[0][1].width) == (40000, 1)

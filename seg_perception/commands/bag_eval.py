@@ -1,16 +1,21 @@
 """``seg-perception bag-eval``: replay a recorded bag through the node's pipeline.
 
 The work is done by :func:`seg_perception.replay.bag_eval.evaluate_bag`; this is its shell.
+SIGINT and SIGTERM (Ctrl-C, ``kill``, systemd, launch) end a run as a partial one: the
+output bag is closed, the partial report written, one line says so and the exit status
+is 128 + the signal's number (130, 143).
 """
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Dict
+import signal
+import sys
+from typing import Dict, Optional
 
 from seg_perception.commands import _args
 from seg_perception.replay import ground_truth
-from seg_perception.replay.bag_eval import evaluate_bag
+from seg_perception.replay.bag_eval import RunStopped, evaluate_bag
 from seg_perception.replay.bag_io import STORAGES
 
 
@@ -47,24 +52,74 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the bag, write the output bag and the report, print a summary."""
-    summary = evaluate_bag(
-        args.bag, args.model, args.output, topics=args.topics, labels_dir=args.labels,
-        label_topics=args.label_topic, label_kind=args.label_kind,
-        labels_match=args.labels_match, backend=args.backend, precision=args.precision,
-        threads=args.threads, drivable_classes=_args.drivable_classes(args.drivable_classes),
-        storage=args.storage,
-        copy_inputs=args.copy_inputs, overwrite=args.overwrite, overlays=args.overlays,
-        progress=not args.no_progress, engine_cache_dir=args.engine_cache_dir)
+    try:
+        summary = evaluate_until_stopped(
+            args.bag, args.model, args.output, topics=args.topics, labels_dir=args.labels,
+            label_topics=args.label_topic, label_kind=args.label_kind,
+            labels_match=args.labels_match, backend=args.backend, precision=args.precision,
+            threads=args.threads, drivable_classes=_args.drivable_classes(args.drivable_classes),
+            storage=args.storage, copy_inputs=args.copy_inputs, overwrite=args.overwrite,
+            overlays=args.overlays, progress=not args.no_progress,
+            engine_cache_dir=args.engine_cache_dir)
+    except RunStopped as stopped:
+        return report_stopped('bag-eval', stopped)
     print_summary(summary)
     return 0
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask a run to stop between two messages (see evaluate_bag's
+    ``stop``), so the output bag is closed and the partial report written; a second
+    signal stops at once (KeyboardInterrupt). Called, it names the signal received."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: Optional[str] = None
+        self._previous = {}
+
+    def __enter__(self) -> 'StopSignals':
+        self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self._previous.items():
+            if handler is not None:       # None: installed outside Python, cannot be put back
+                signal.signal(number, handler)
+
+    def __call__(self) -> Optional[str]:
+        return self.received
+
+    def _handle(self, number, _frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number).name
+
+
+def evaluate_until_stopped(*args, **kwargs) -> Dict:
+    """evaluate_bag, with SIGINT and SIGTERM ending it as a partial run (RunStopped)."""
+    with StopSignals() as stop:
+        return evaluate_bag(*args, stop=stop, **kwargs)
+
+
+def report_stopped(command: str, stopped: RunStopped) -> int:
+    """One line on stderr for a run ended by a signal; the shell's exit status, 128 + N."""
+    print(f'seg-perception {command}: {stopped}', file=sys.stderr)
+    return 128 + int(signal.Signals[stopped.signal_name])
 
 
 def print_summary(summary: Dict) -> None:
     """A few lines on stdout: frames per camera, real time, metrics, where the files are."""
     for name, camera in summary['cameras'].items():
         latency = camera['latency_ms'].get('node') or {}
-        print(f'{name}: {camera["frames"]} frames from {camera["topic"]}, decode + pipeline median '
-              f'{_fmt(latency.get("median"))} ms, p95 {_fmt(latency.get("p95"))} ms')
+        skipped = f' ({camera["skipped"]} skipped)' if camera['skipped'] else ''
+        print(f'{name}: {camera["frames"]} frames from {camera["topic"]}{skipped}, decode + '
+              f'pipeline median {_fmt(latency.get("median"))} ms, p95 '
+              f'{_fmt(latency.get("p95"))} ms')
+    unreadable = summary.get('unreadable_messages') or {}
+    if unreadable:
+        print('messages that do not deserialize, skipped: ' +
+              ', '.join(f'{topic} {count}' for topic, count in sorted(unreadable.items())))
     print(summary['realtime']['verdict'])
     if summary.get('ground_truth'):
         def pct(value):

@@ -9,8 +9,11 @@ frames and drivable-area ground truth for one of them; see
 ``assets/samples_LICENSES/SAMPLE_BAG.md``) through the same path as
 ``seg-perception bag-eval``: it writes the output bag (segmentation topics plus
 the camera topics, ready for ``ros2 bag play`` or Foxglove) and the report to
-DIR (default ``./seg_perception_demo``, replaced on every run) and prints where
-they are. It needs only the runtime dependencies: no torch, no GPU.
+DIR (default ``./seg_perception_demo``, replaced on every run; a folder holding
+another bag's report is refused) and prints where they are. Output that cannot be
+written, a full disk or SIGINT/SIGTERM end it as they end bag-eval: one line, the
+bag closed when it can be, the partial report written when it can be. It needs
+only the runtime dependencies: no torch, no GPU.
 """
 from __future__ import annotations
 
@@ -60,14 +63,19 @@ def resolve_model(model) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seg_perception.commands.bag_eval import print_summary
-    from seg_perception.replay.bag_eval import evaluate_bag
+    from seg_perception.commands.bag_eval import (evaluate_until_stopped, print_summary,
+                                                  report_stopped)
+    from seg_perception.replay.bag_eval import RunStopped
     model = resolve_model(args.model)
     bag = sample_bag_path()
     print(f'demo: {bag} through {model} ({args.backend})')
-    summary = evaluate_bag(bag, model, args.output, label_topics=[GROUND_TRUTH_TOPIC],
-                           label_kind='drivable', backend=args.backend, threads=args.threads,
-                           copy_inputs=True, overwrite=True, progress=not args.no_progress)
+    try:
+        summary = evaluate_until_stopped(
+            bag, model, args.output, label_topics=[GROUND_TRUTH_TOPIC], label_kind='drivable',
+            backend=args.backend, threads=args.threads, copy_inputs=True, overwrite=True,
+            progress=not args.no_progress)
+    except RunStopped as stopped:
+        return report_stopped('demo', stopped)
     print_summary(summary)
     print(f'play it: ros2 bag play {summary["output_bag"]}  (or open the .mcap in Foxglove)')
     return 0

@@ -22,11 +22,18 @@ topics and their ``camera_info`` into it). Camera names: see :mod:`bag_io`.
 
 The report (:mod:`seg_perception.replay.report`) goes to DIR: ``report.md``,
 ``report.html``, ``metrics.json`` (the format of ``seg-perception evaluate``
-plus the bag's numbers) and, with ground truth (:mod:`bag_labels`),
+plus the bag's numbers) and, with ground truth (:mod:`.ground_truth`),
 ``metrics.md`` and ``confusion_matrix.png``. Output is written frame by frame:
-when the bag turns out truncated or damaged, or a label does not fit, the frames
-before the problem keep their output, the report is written as partial, and the
-command exits non-zero naming the problem.
+when the bag turns out truncated or damaged, a label does not fit, the output
+cannot be written (no permission, a full disk: OutputError naming the path) or
+the run is stopped (SIGINT, SIGTERM: the ``stop`` argument), the frames before
+the problem keep their output, the output bag is closed (metadata.yaml written)
+if it can be, the report is written as partial if it can be, and the error names
+the problem and what was kept. A bag so damaged that nothing in it can be read is
+reported as damaged. A message that does not deserialize is skipped and counted
+(``unreadable_messages`` in metrics.json; a camera frame also counts as skipped),
+like a frame that does not decode. One run at a time per output folder, one bag
+per folder: see :mod:`.output_folder`.
 """
 from __future__ import annotations
 
@@ -35,16 +42,17 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from seg_perception.errors import InvalidValueError
+from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.replay import ground_truth as bag_labels
 from seg_perception.replay.bag_io import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES,
-                                          BagError, OutputBag, camera_namespace, convert_message,
-                                          header_for_output, open_bag, output_topic, same_topic,
-                                          stamp_ns)
+                                          BagError, OutputBag, OutputError, camera_namespace,
+                                          convert_message, header_for_output, open_bag,
+                                          output_topic, same_topic, stamp_ns)
+from seg_perception.replay.output_folder import claimed
 
 LOG = logging.getLogger(__name__)
 SKIP_TOKENS = ('ground_truth', 'segmentation')
@@ -66,6 +74,7 @@ class Camera:
     skip_reasons: List[str] = field(default_factory=list)
     records: List[Dict[str, float]] = field(default_factory=list)
     overlay_at: set = field(default_factory=set)
+    overlay_notes: List[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -100,9 +109,12 @@ def plan_cameras(source, topics: Optional[Sequence[str]], exclude: Sequence[str]
     else:
         chosen = camera_topics(source, exclude)
         if not chosen:
+            found = ", ".join(f"{t} ({s.msgtype})" for t, s in available.items()) or 'none'
+            if source.damage:       # the damage, not the missing cameras, is the news
+                raise BagError(f'{source.path} is damaged ({source.damage}); the part before '
+                               f'the damage holds no camera image topics, only: {found}')
             raise BagError(f'{source.path} has no camera image topics ({IMAGE} or '
-                           f'{COMPRESSED_IMAGE}); its topics: '
-                           f'{", ".join(f"{t} ({s.msgtype})" for t, s in available.items())}')
+                           f'{COMPRESSED_IMAGE}); its topics: {found}')
     by_namespace: Dict[str, str] = {}
     for topic in chosen:
         namespace = camera_namespace(topic)
@@ -131,17 +143,30 @@ def plan_cameras(source, topics: Optional[Sequence[str]], exclude: Sequence[str]
 
 # -- the run ------------------------------------------------------------------------------------
 
+class RunStopped(SegPerceptionError):
+    """A stop request (SIGINT, SIGTERM: see ``stop`` of evaluate_bag) ended the run early."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f'stopped by {signal_name}')
+        self.signal_name = signal_name
+
+
 def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
                  topics: Optional[Sequence[str]] = None, labels_dir: Optional[str] = None,
                  label_topics: Sequence[str] = (), label_kind: str = 'auto',
                  labels_match: str = 'stamp', backend: str = 'auto', precision: str = 'fp32',
                  threads: Optional[int] = None, drivable_classes=None, storage: str = 'mcap',
                  copy_inputs: bool = False, overwrite: bool = False, overlays: int = 3,
-                 progress: bool = True, engine_cache_dir: Optional[str] = None) -> Dict:
+                 progress: bool = True, engine_cache_dir: Optional[str] = None,
+                 stop: Optional[Callable[[], Optional[str]]] = None) -> Dict:
     """Evaluate ``bag``; write the output bag and the report to ``output_dir``.
 
-    Returns the metrics.json content. Raises BagError (after writing the partial
-    output and report) when the bag is damaged or a label does not fit.
+    Returns the metrics.json content. When the bag turns out damaged, a label does
+    not fit, the output cannot be written (OutputError) or ``stop`` returns a
+    signal name (checked between messages; RunStopped), the output bag is closed
+    if it can be, the partial report written if it can be, and the error raised
+    with what was kept added to its message. The folder is held for the run and
+    is for one bag (:mod:`.output_folder`).
     """
     from seg_perception.runtime.pipeline import SegmentationPipeline
     started = time.monotonic()
@@ -164,24 +189,50 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
                                         engine_cache_dir=engine_cache_dir)
         run = _Run(source, cameras, pipeline, output_dir, copy_inputs)
         run.setup_truth(labels_dir, label_topics, label_kind, labels_match)
-        os.makedirs(output_dir, exist_ok=True)
-        stem = os.path.splitext(os.path.basename(os.path.normpath(bag)))[0]
-        run.out = OutputBag(os.path.join(output_dir, f'{stem}_segmentation'), storage,
-                            overwrite=overwrite)
-        error: Optional[BaseException] = None
-        try:
-            run.play(progress)
-        except BaseException as exc:  # noqa: BLE001 - keep the partial output, then re-raise
-            error = exc
-        finally:
-            run.out.close()
-        summary = run.finish(model, bag, started, error)
-    if error is not None:
-        if isinstance(error, BagError):
-            raise BagError(f'{error} (partial output: {summary["frames"]} frames; report in '
-                           f'{output_dir})') from None
-        raise error
+        with claimed(output_dir, bag):
+            stem = os.path.splitext(os.path.basename(os.path.normpath(bag)))[0]
+            run.out = OutputBag(os.path.join(output_dir, f'{stem}_segmentation'), storage,
+                                overwrite=overwrite)
+            error: Optional[BaseException] = None
+            try:
+                run.play(progress, stop)
+            except BaseException as exc:  # noqa: BLE001 - keep the partial output, then re-raise
+                error = exc
+            closing = run.close_output()
+            summary, report_problem = run.finish(model, bag, started, error or closing)
+    ending = _ending(error, closing, report_problem, summary, output_dir)
+    if ending is not None:
+        raise ending
     return summary
+
+
+def _ending(error: Optional[BaseException], closing: Optional[OutputError],
+            report_problem: Optional[OutputError], summary: Dict,
+            output_dir: str) -> Optional[BaseException]:
+    """The exception that ends a run which did not go through: the first problem, with
+    what was kept (frames, the bag closed or not, the report) added to its message."""
+    first = error or closing or report_problem
+    if first is None:
+        return None
+    if not isinstance(first, (SegPerceptionError, OSError)):
+        if report_problem is not None:          # a bug: keep its traceback, say the rest
+            LOG.warning('%s', report_problem)
+        return first
+    kept = [f'partial output: {summary["frames"]} frames in {summary["output_bag"]}']
+    if first is report_problem:
+        kept = [f'the output bag {summary["output_bag"]} holds all {summary["frames"]} frames']
+    elif closing is not None and first is not closing:
+        kept.append(str(closing))
+    if first is not report_problem:
+        kept.append(f'report not written: {report_problem}' if report_problem
+                    else f'report in {output_dir}')
+    text = f'{first} ({"; ".join(kept)})'
+    if isinstance(first, SegPerceptionError):
+        first.args = (text,)
+        return first
+    ending = OutputError(text)           # an OSError no writer named: still one line
+    ending.errno = first.errno
+    return ending
 
 
 class _Run:
@@ -197,6 +248,7 @@ class _Run:
         self.scorer = self.truth = None
         self.truth_source = None
         self.overlays: List[tuple] = []
+        self.unreadable: Dict[str, int] = {}        # topic -> messages that did not deserialize
 
     def setup_truth(self, labels_dir, label_topics, label_kind, labels_match) -> None:
         if not labels_dir and not label_topics:
@@ -227,7 +279,9 @@ class _Run:
             topics += list(self.info_topics)
         return topics
 
-    def play(self, progress: bool) -> None:
+    def play(self, progress: bool, stop: Optional[Callable[[], Optional[str]]] = None) -> None:
+        """Every message of the chosen topics, in log-time order; RunStopped when ``stop``
+        names a signal (between two messages, so the output bag stays consistent)."""
         from tqdm import tqdm
         topics = self.topics_to_read()
         total = sum(self.source.topics[t].count for t in topics)
@@ -235,18 +289,41 @@ class _Run:
                   desc=os.path.basename(os.path.normpath(str(self.source.path)))) as bar:
             for topic, msgtype, log_time, raw in self.source.messages(topics):
                 bar.update(1)
-                if topic in self.by_topic:
-                    self.frame(self.by_topic[topic], msgtype, log_time, raw)
-                elif topic in self.info_topics:
+                signal_name = stop() if stop is not None else None
+                if signal_name:
+                    raise RunStopped(signal_name)
+                received = time.perf_counter()          # the decode stage starts here
+                try:
                     msg = self.source.deserialize(raw, msgtype)
+                except BagError as exc:
+                    self.skip_unreadable(topic, exc)
+                    continue
+                if topic in self.by_topic:
+                    self.frame(self.by_topic[topic], msgtype, log_time, msg, received)
+                elif topic in self.info_topics:
                     self.out.write('/' + topic.strip('/'),
                                    convert_message(msg, CAMERA_INFO, self.out.typestore), log_time)
                 else:
-                    self.label(topic, msgtype, raw)
+                    self.label(topic, msgtype, msg)
 
-    def label(self, topic: str, msgtype: str, raw: bytes) -> None:
+    def skip_unreadable(self, topic: str, error: BagError) -> None:
+        """One message that does not deserialize: counted and skipped, the run goes on."""
+        self.unreadable[topic] = self.unreadable.get(topic, 0) + 1
+        camera = self.by_topic.get(topic)
+        if camera is not None:
+            self._skip(camera, camera.frames + camera.skipped, error)
+        else:
+            LOG.warning('%s: message skipped: %s', topic, error)
+
+    @staticmethod
+    def _skip(camera: Camera, index: int, error: Exception) -> None:
+        camera.skipped += 1
+        if len(camera.skip_reasons) < 5:
+            camera.skip_reasons.append(f'frame {index}: {error}')
+        LOG.warning('%s frame %d skipped: %s', camera.topic, index, error)
+
+    def label(self, topic: str, msgtype: str, msg) -> None:
         from seg_perception.ros.conversions import ConversionError, decode
-        msg = self.source.deserialize(raw, msgtype)
         where = f'label topic {topic} at stamp {stamp_ns(msg.header)}'
         if msgtype not in IMAGE_TYPES:
             raise BagError(f'{where}: holds {msgtype}, not an image')
@@ -256,22 +333,19 @@ class _Run:
             raise BagError(f'{where}: {exc}') from None
         self.truth.add_label(self.scorer, topic, stamp_ns(msg.header), label)
 
-    def frame(self, camera: Camera, msgtype: str, log_time: int, raw: bytes) -> None:
+    def frame(self, camera: Camera, msgtype: str, log_time: int, msg, start: float) -> None:
+        """Segment one deserialized camera message (``start``: when its deserializing
+        began) and write its outputs."""
         from seg_perception.ros.conversions import ConversionError, decode, to_rgb
         from seg_perception.ros.outputs import OutputOptions, result_images
         from seg_perception.runtime.pipeline import InputError
-        start = time.perf_counter()
-        msg = self.source.deserialize(raw, msgtype)
         index = camera.frames + camera.skipped
         try:
             decoded = decode(msg)
             decode_ms = (time.perf_counter() - start) * 1000.0
             (result,) = self.pipeline.process([decoded.pixels], [decoded.encoding])
         except (ConversionError, InputError) as exc:
-            camera.skipped += 1
-            if len(camera.skip_reasons) < 5:
-                camera.skip_reasons.append(f'frame {index}: {exc}')
-            LOG.warning('%s frame %d skipped: %s', camera.topic, index, exc)
+            self._skip(camera, index, exc)
             return
         written = time.perf_counter()
         header = header_for_output(msg.header, self.out.typestore)
@@ -294,10 +368,17 @@ class _Run:
         if self.scorer is not None:
             self._score(camera, result, stamp, index)
         if index in camera.overlay_at:
-            from seg_perception.replay.report import overlay_panel
-            self.overlays.append(((camera.name, index), f'{camera.name} frame {index}',
-                                  overlay_panel(to_rgb(*decoded), result.color,
-                                                result.drivable_mask)))
+            self._overlay(camera, index, to_rgb(*decoded), result)
+
+    def _overlay(self, camera: Camera, index: int, rgb: np.ndarray, result) -> None:
+        from seg_perception.replay.report import overlay_panel
+        try:
+            picture = overlay_panel(rgb, result.color, result.drivable_mask)
+        except InvalidValueError as exc:
+            camera.overlay_notes.append(f'frame {index}: no overlay: {exc}')
+            LOG.warning('%s frame %d: no overlay: %s', camera.topic, index, exc)
+            return
+        self.overlays.append(((camera.name, index), f'{camera.name} frame {index}', picture))
 
     def _score(self, camera: Camera, result, stamp: int, index: int) -> None:
         prediction = self.scorer.prediction(result)
@@ -308,18 +389,34 @@ class _Run:
         if found is not None:
             self.scorer.update(camera.name, prediction, found[0], found[1])
 
-    def finish(self, model: str, bag: str, started: float, error) -> Dict:
-        """Assemble the summary, write the report (partial on error); return metrics.json."""
+    def close_output(self) -> Optional[OutputError]:
+        """Close the output bag (metadata.yaml); the OutputError when it cannot be."""
+        try:
+            self.out.close()
+        except OutputError as exc:
+            LOG.warning('%s', exc)
+            return exc
+        return None
+
+    def finish(self, model: str, bag: str, started: float,
+               error) -> Tuple[Dict, Optional[OutputError]]:
+        """Assemble the summary and write the report (partial on error).
+
+        Returns metrics.json's content and the OutputError that kept the report from
+        being written (None when it was).
+        """
         from seg_perception.replay.report import build_summary, write_report
         summary = build_summary(self, model=model, bag=bag, error=error,
                                 seconds=time.monotonic() - started)
+        overlays = [(caption, picture) for _, caption, picture in
+                    sorted(self.overlays, key=lambda item: item[0])]
         try:
-            overlays = [(caption, picture) for _, caption, picture in
-                        sorted(self.overlays, key=lambda item: item[0])]
             summary = write_report(self.output_dir, summary, self.cameras, overlays,
                                    self.scorer, self.pipeline.info)
+        except OutputError as exc:
+            return summary, exc
         except Exception:  # noqa: BLE001 - never hide the run's own error behind this one
             if error is None:
                 raise
             LOG.exception('writing the partial report failed')
-        return summary
+        return summary, None

@@ -13,8 +13,8 @@ through ``rosbags.highlevel.AnyReader``. Quirks of real recordings handled here:
 - relative topic names (no leading slash, common in ROS 1 bags): ``--topics``
   matches with or without the slash;
 - a file that rosbags cannot open because it was cut short or damaged: it is read
-  by :mod:`bag_salvage` up to the damage, and the damage is reported as a
-  :class:`BagError` after the last readable message.
+  record by record up to the damage, and the damage is reported as a
+  :class:`BagError` after the last readable message (:mod:`.salvage`).
 
 Camera names (:func:`camera_namespace`): the image topic without a trailing
 ``compressed`` (image_transport) and then without a trailing ``image_raw``,
@@ -29,12 +29,13 @@ zstd-compressed chunks, or sqlite3, with the message types of ROS 2 Humble.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from seg_perception.errors import InvalidValueError
+from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.replay.salvage import salvage_reader, storage_files
 
 LOG = logging.getLogger(__name__)
@@ -52,6 +53,19 @@ STORAGES = ('mcap', 'sqlite3')
 
 class BagError(InvalidValueError):
     """A bag that cannot be read (fully), a topic it lacks, or a message it cannot hold."""
+
+
+class OutputError(SegPerceptionError, OSError):
+    """The output folder, bag or report cannot be written (a file in the way, no
+    permission, a full disk); the message names the path, ``errno`` is the cause's."""
+
+
+def output_error(what: str, path, cause: BaseException) -> OutputError:
+    """OutputError 'cannot <what> <path>: <why>' for an OSError (or rosbags WriterError)."""
+    why = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+    error = OutputError(f'cannot {what} {path}: {why}')
+    error.errno = getattr(cause, 'errno', None)
+    return error
 
 
 def humble_typestore():
@@ -81,15 +95,10 @@ def camera_namespace(topic: str) -> str:
     return '/'.join(tokens) or DEFAULT_CAMERA
 
 
-def camera_name(topic: str) -> str:
-    """The camera name used in reports and file names: the namespace with ``_`` for ``/``."""
-    return camera_namespace(topic).replace('/', '_')
-
-
 def output_topic(namespace: str, kind: str) -> str:
     """The absolute output topic of a camera, as the node names it (outputs.output_topic)."""
-    from seg_perception.ros.outputs import output_topic as node_topic
-    return '/' + node_topic(namespace.strip('/'), kind)
+    from seg_perception.ros import outputs
+    return '/' + outputs.output_topic(namespace.strip('/'), kind)
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,12 @@ class BagSource:
                            f'by record failed too: {exc}') from None
         if not self._salvage:
             raise BagError(f'{self.path}: cannot open the bag: {error}') from None
-        self.damage = f'rosbags cannot open it ({error})'
+        problems = '; '.join(f'{s.path.name}: {s.problem}' for s in self._salvage if s.problem)
+        self.damage = problems or f'rosbags cannot open it ({error})'
+        if not any(s.topics for s in self._salvage):
+            self.close()
+            raise BagError(f'{self.path}: the bag is damaged and no message in it can be read: '
+                           f'{self.damage}')
         LOG.warning('%s: %s; reading what is readable', self.path, self.damage)
         self.description += ', damaged: read record by record'
         self.is_ros1 = self._salvage[0].kind == 'ros1'
@@ -292,29 +306,38 @@ def stamp_ns(header) -> int:
 
 
 class OutputBag:
-    """A rosbag2 being written: one connection per topic, added on first use."""
+    """A rosbag2 being written: one connection per topic, added on first use.
+
+    Any OSError (or rosbags WriterError) while creating, writing or closing it is
+    raised as an OutputError naming the bag.
+    """
 
     def __init__(self, path, storage: str = 'mcap', *, overwrite: bool = False):
-        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+        from rosbags.rosbag2 import (CompressionFormat, CompressionMode, StoragePlugin, Writer,
+                                     WriterError)
         if storage not in STORAGES:
             raise InvalidValueError(f'--storage must be one of {", ".join(STORAGES)}, got '
                                     f'{storage!r}')
         self.path = Path(path)
-        if self.path.exists():
-            if not overwrite:
-                raise BagError(f'output bag {self.path} exists already; remove it or choose '
-                               'another output folder')
-            _remove_bag_folder(self.path)
-        self.typestore = humble_typestore()
-        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
-        self._writer = Writer(self.path, version=8, storage_plugin=plugin)
-        if storage == 'mcap':     # labels and masks shrink ~50x; readers decompress chunks
-            self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
-        self._writer.open()
-        self._connections: Dict[str, object] = {}
-        self.counts: Dict[str, int] = {}
         self.storage = storage
         self.closed = False
+        self.closed_cleanly = False     # closed with its index and metadata.yaml
+        self._connections: Dict[str, object] = {}
+        self.counts: Dict[str, int] = {}
+        self.typestore = humble_typestore()
+        try:
+            if self.path.exists():
+                if not overwrite:
+                    raise BagError(f'output bag {self.path} exists already; remove it or choose '
+                                   'another output folder')
+                _remove_bag_folder(self.path)
+            plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+            self._writer = Writer(self.path, version=8, storage_plugin=plugin)
+            if storage == 'mcap':   # labels and masks are long runs of one value: they compress
+                self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+            self._writer.open()
+        except (OSError, WriterError) as exc:
+            raise output_error('create the output bag', self.path, exc) from None
 
     @property
     def file(self) -> Path:
@@ -324,13 +347,17 @@ class OutputBag:
     def write(self, topic: str, msg, log_time_ns: int) -> None:
         """Serialize ``msg`` (a Humble typestore message) to ``topic`` at ``log_time_ns``."""
         msgtype = msg.__msgtype__
-        connection = self._connections.get(topic)
-        if connection is None:
-            connection = self._writer.add_connection(topic, msgtype, typestore=self.typestore)
-            self._connections[topic] = connection
-            self.counts[topic] = 0
-        self._writer.write(connection, int(log_time_ns),
-                           self.typestore.serialize_cdr(msg, msgtype))
+        data = self.typestore.serialize_cdr(msg, msgtype)
+        try:
+            connection = self._connections.get(topic)
+            if connection is None:
+                connection = self._writer.add_connection(topic, msgtype,
+                                                         typestore=self.typestore)
+                self._connections[topic] = connection
+                self.counts[topic] = 0
+            self._writer.write(connection, int(log_time_ns), data)
+        except OSError as exc:
+            raise output_error('write the output bag', self.file, exc) from None
         self.counts[topic] += 1
 
     def image(self, pixels, encoding: str, header):
@@ -339,10 +366,22 @@ class OutputBag:
         return build_image(self.typestore.types[IMAGE], pixels, encoding, header)
 
     def close(self) -> None:
-        """Finish the bag (index, metadata.yaml); safe to call twice."""
-        if not self.closed:
-            self.closed = True
+        """Finish the bag (index, metadata.yaml); safe to call twice.
+
+        OutputError when that fails (a full disk): the storage file is let go of and
+        the bag stays without metadata.yaml, as a recording cut short.
+        """
+        from rosbags.rosbag2 import WriterError
+        if self.closed:
+            return
+        self.closed = True
+        try:
             self._writer.close()
+        except (OSError, WriterError) as exc:
+            with contextlib.suppress(Exception):
+                self._writer.abort()
+            raise output_error('close the output bag', self.path, exc) from None
+        self.closed_cleanly = True
 
 
 def _remove_bag_folder(path: Path) -> None:

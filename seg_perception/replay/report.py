@@ -1,12 +1,12 @@
 """The bag-eval report: ``metrics.json``, ``report.md``, ``report.html`` and pictures.
 
-``metrics.json`` is written by :func:`report_tables.write_metrics`, so it has
-the keys of ``seg-perception evaluate`` (mIoU, per-class IoU, drivable-area IoU,
-confusion matrix...; null without ground truth) plus the bag's numbers:
-``cameras`` (per camera: topic, frames, skipped frames, recorded and processing
-frame rate, latency per stage, metrics when labelled), ``latency_ms`` (all
-frames), ``realtime`` (could the node keep up?), ``ground_truth``, ``status``
-('complete' or 'partial') and ``error``.
+``metrics.json`` is written once, by :func:`seg_perception.evaluation.tables.write_metrics`,
+so it has the keys of ``seg-perception evaluate`` (mIoU, per-class IoU,
+drivable-area IoU, confusion matrix...; null without ground truth) plus the bag's
+numbers: ``cameras`` (per camera: topic, frames, skipped frames, recorded and
+processing frame rate, latency per stage, metrics when labelled), ``latency_ms``
+(all frames), ``realtime`` (could the node keep up?), ``ground_truth``,
+``status`` ('complete' or 'partial') and ``error``.
 
 Latency stages, in ms per frame: ``decode`` (deserialize + image decode),
 ``convert``, ``infer``, ``postprocess`` (the pipeline's stages), ``pipeline``
@@ -23,25 +23,35 @@ out of that mean. Otherwise the node drops frames: it always takes the newest.
 Pictures: ``latency.png`` (``node`` latency over recording time, one line per
 camera, the frame period dashed) drawn with matplotlib (Agg) or, without
 matplotlib, with OpenCV; ``overlays/*.png`` (class overlay | drivable area).
-``report.html`` embeds all of them as base64 PNG and needs no other file.
+``report.html`` embeds all of them as base64 PNG and needs no other file. Every
+picture has a bounded size, whatever the frames: the plots a fixed one, an
+overlay half the frame fitted into PANEL_BOX. A frame with an aspect ratio beyond
+MAX_ASPECT:1 gets no overlay (it would be a sliver) but is evaluated like any
+other; the report and ``overlays_left_out`` in metrics.json say which.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from seg_perception.replay.report_pages import html_report, markdown_report
+from seg_perception.errors import InvalidValueError
 from seg_perception.evaluation.tables import write_metrics
+from seg_perception.replay.bag_io import output_error, output_topic
+from seg_perception.ros.outputs import COLOR, DRIVABLE, LABELS
+from seg_perception.replay.report_pages import html_report, markdown_report
 
 LOG = logging.getLogger(__name__)
 STAGES = ('decode', 'convert', 'infer', 'postprocess', 'pipeline', 'node', 'write',
           'end_to_end')
 LATENCY_PNG = 'latency.png'
 OVERLAY_DIR = 'overlays'
+OUTPUT_KINDS = (LABELS, DRIVABLE, COLOR)        # what bag-eval writes per frame
+PANEL_BOX = (400, 400)      # W x H that each half of an overlay panel fits into
+MAX_ASPECT = 20.0           # beyond this, a frame fitted into the box is a sliver: no overlay
 _COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127)]      # RGB, one per camera
 
@@ -76,10 +86,10 @@ def _camera_summary(camera) -> Dict:
     return {
         'topic': camera.topic, 'message_type': camera.msgtype, 'namespace': camera.namespace,
         'camera_info_topic': camera.info_topic,
-        'output_topics': [f'/{camera.namespace}/segmentation/{k}'
-                          for k in ('labels', 'drivable_mask', 'color')],
+        'output_topics': [output_topic(camera.namespace, kind) for kind in OUTPUT_KINDS],
         'frames': camera.frames, 'messages_in_bag': camera.expected, 'skipped': camera.skipped,
         'skip_reasons': list(camera.skip_reasons),
+        'overlays_left_out': list(camera.overlay_notes),
         'recorded_fps': None if recorded is None else round(recorded, 3),
         'processing_fps': None if not mean_ms else round(1000.0 / mean_ms, 3),
         'mean_node_ms': None if mean_ms is None else round(mean_ms, 3),
@@ -108,7 +118,7 @@ def realtime(cameras: Dict[str, Dict]) -> Dict:
 
 
 def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
-    """The bag's numbers for metrics.json from a finished (or stopped) bags._Run."""
+    """The bag's numbers for metrics.json from a finished (or stopped) bag_eval._Run."""
     cameras = {c.name: _camera_summary(c) for c in run.cameras}
     records = [r for c in run.cameras for r in c.records]
     stamps = sorted(r['stamp_ns'] for r in records)
@@ -124,9 +134,11 @@ def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
         'bag': os.path.abspath(bag), 'bag_format': run.source.description,
         'output_bag': str(run.out.path) if run.out else None,
         'output_dir': os.path.abspath(run.output_dir),
+        'output_bag_closed': bool(run.out and run.out.closed_cleanly),
         'status': 'complete' if error is None else 'partial',
         'error': None if error is None else f'{type(error).__name__}: {error}',
         'frames': len(records),
+        'unreadable_messages': dict(run.unreadable),
         'recording_s': round((stamps[-1] - stamps[0]) / 1e9, 3) if stamps else None,
         'processing_s': round(sum(r['node'] for r in records) / 1000.0, 3),
         'seconds': round(seconds, 3),
@@ -143,19 +155,36 @@ def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
 
 # -- pictures ---------------------------------------------------------------------------------
 
+def panel_size(height: int, width: int, box: Tuple[int, int] = PANEL_BOX) -> Tuple[int, int]:
+    """(width, height) of one half of an overlay panel: the frame fitted into ``box``.
+
+    The aspect ratio is kept, so a panel is never larger than ``box`` whatever the
+    frame. InvalidValueError for a frame whose aspect ratio is beyond MAX_ASPECT:1,
+    which would fit as a sliver too narrow to show anything.
+    """
+    if height < 1 or width < 1:
+        raise InvalidValueError(f'a {width}x{height} frame (W x H) has no pixels to show')
+    if max(height / width, width / height) > MAX_ASPECT:
+        raise InvalidValueError(f'the frame is {width}x{height} (W x H), an aspect ratio '
+                                f'beyond {MAX_ASPECT:g}:1')
+    scale = min(box[0] / width, box[1] / height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+
+
 def overlay_panel(rgb: np.ndarray, color: np.ndarray, drivable_mask: np.ndarray,
-                  width: int = 400) -> np.ndarray:
-    """RGB picture: the class overlay next to the image with the drivable area in green."""
-    tinted = np.array(rgb, np.uint8, copy=True)
-    if tinted.shape[:2] != drivable_mask.shape:
-        tinted = cv2.resize(tinted, drivable_mask.shape[::-1], interpolation=cv2.INTER_AREA)
-    area = drivable_mask == 255
+                  box: Tuple[int, int] = PANEL_BOX) -> np.ndarray:
+    """RGB picture: the class overlay next to the image with the drivable area in green.
+
+    Each half is the camera frame fitted into ``box`` (see panel_size); the tint is
+    laid on at that size, so the work is bounded by the box, not by the frame.
+    """
+    size = panel_size(*drivable_mask.shape[:2], box=box)
+    tinted = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+    area = cv2.resize(drivable_mask, size, interpolation=cv2.INTER_NEAREST) == 255
     tinted[area] = (0.5 * tinted[area] + 0.5 * np.array([0, 255, 0])).astype(np.uint8)
-    height = max(1, int(round(color.shape[0] * width / color.shape[1])))
-    panels = [cv2.resize(p, (width, height), interpolation=cv2.INTER_AREA)
-              for p in (color, tinted)]
-    gap = np.full((height, 4, 3), 255, np.uint8)
-    return np.hstack([panels[0], gap, panels[1]])
+    classes = cv2.resize(np.ascontiguousarray(color), size, interpolation=cv2.INTER_AREA)
+    gap = np.full((size[1], 4, 3), 255, np.uint8)
+    return np.hstack([classes, gap, tinted])
 
 
 def plot_latency(cameras, path: str) -> Optional[str]:
@@ -239,25 +268,28 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
                  scorer=None, model_info=None) -> Dict:
     """Write metrics.json (+ metrics.md), the pictures, report.md and report.html.
 
-    ``cameras``: bags.Camera objects (their per-frame records); ``overlays``:
-    (caption, RGB picture); ``scorer``: a bag_labels.Scorer when there was ground
+    ``cameras``: bag_eval.Camera objects (their per-frame records); ``overlays``:
+    (caption, RGB picture); ``scorer``: a ground_truth.Scorer when there was ground
     truth; ``model_info``: names the classes in metrics.json without one.
-    Returns the metrics.json content.
+    Returns the metrics.json content; OutputError naming the file that cannot be
+    written.
     """
     from seg_perception.evaluation.metrics import ConfusionMatrix
-    os.makedirs(output_dir, exist_ok=True)
     if scorer is not None:
-        result = write_metrics(output_dir, scorer.total, scorer.space, summary, plot=True)
         from seg_perception.replay.ground_truth import metrics_of
+        # per-camera metrics first: write_metrics writes metrics.json once, with them
         for name, metrics in metrics_of(scorer).items():
             summary['cameras'][name]['metrics'] = metrics
+        matrix, space = scorer.total, scorer.space
     else:   # the same keys, with null metrics: there was nothing to compare against
         names = list(model_info.class_names) if model_info is not None else ['unknown']
         space = {'class_names': names,
                  'drivable_ids': list(model_info.drivable_ids) if model_info else []}
-        result = write_metrics(output_dir, ConfusionMatrix(len(names), None), space, summary,
-                               plot=False)
-    result['cameras'] = summary['cameras']
+        matrix = ConfusionMatrix(len(names), None)
+    try:
+        result = write_metrics(output_dir, matrix, space, summary, plot=scorer is not None)
+    except OSError as exc:
+        raise output_error('write metrics.json and metrics.md in', output_dir, exc) from None
     pictures: Dict[str, str] = {}
     try:
         latency = plot_latency(cameras, os.path.join(output_dir, LATENCY_PNG))
@@ -265,23 +297,42 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
             pictures['latency'] = latency
     except Exception as exc:  # noqa: BLE001 - a plot must not cost the report
         LOG.warning('latency plot skipped: %s', exc)
-    overlay_paths = []
-    if overlays:
-        os.makedirs(os.path.join(output_dir, OVERLAY_DIR), exist_ok=True)
-    for caption, picture in overlays:
-        name = caption.replace(' ', '_') + '.png'
-        path = os.path.join(output_dir, OVERLAY_DIR, name)
-        cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-        overlay_paths.append((caption, path))
+    overlay_paths = write_overlays(output_dir, overlays)
     confusion = os.path.join(output_dir, 'confusion_matrix.png')
     if scorer is not None and os.path.isfile(confusion):
         pictures['confusion'] = confusion
-    # metrics.json again, with the per-camera metrics filled in
-    from seg_perception.files import write_text
-    from seg_perception.evaluation.tables import METRICS_JSON, metrics_json_text
-    write_text(os.path.join(output_dir, METRICS_JSON), metrics_json_text(result))
-    write_text(os.path.join(output_dir, 'report.md'),
-               markdown_report(result, pictures, overlay_paths, output_dir))
-    write_text(os.path.join(output_dir, 'report.html'),
-               html_report(result, pictures, overlay_paths))
+    _write(os.path.join(output_dir, 'report.md'),
+           markdown_report(result, pictures, overlay_paths, output_dir))
+    _write(os.path.join(output_dir, 'report.html'), html_report(result, pictures, overlay_paths))
     return result
+
+
+def write_overlays(output_dir: str, overlays: List[tuple]) -> List[tuple]:
+    """Write the (caption, RGB picture) overlays to ``overlays/``, replacing an earlier
+    run's; (caption, path) of those written. One that cannot be written is left out
+    of the report with a warning, like the latency plot."""
+    folder = os.path.join(output_dir, OVERLAY_DIR)
+    if os.path.isdir(folder):           # an earlier run of this bag (output_folder): replaced
+        for name in os.listdir(folder):
+            if name.endswith('.png'):
+                os.remove(os.path.join(folder, name))
+    written = []
+    for caption, picture in overlays:
+        path = os.path.join(folder, caption.replace(' ', '_') + '.png')
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if not cv2.imwrite(path, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+                raise OSError('OpenCV could not write it')
+        except OSError as exc:
+            LOG.warning('overlay %s left out of the report: cannot write it: %s', path, exc)
+            continue
+        written.append((caption, path))
+    return written
+
+
+def _write(path: str, text: str) -> None:
+    from seg_perception.files import write_text
+    try:
+        write_text(path, text)
+    except OSError as exc:
+        raise output_error('write', path, exc) from None

@@ -48,7 +48,9 @@ def blocks(result: Dict, pictures: Dict[str, str],
         ('model', f'{result.get("model")} ({result.get("architecture")})'),
         ('backend', f'{inference.get("name")} {inference.get("precision") or ""} on '
                     f'{inference.get("device") or "?"}'),
-        ('output bag', str(result.get('output_bag'))),
+        ('output bag', str(result.get('output_bag')) + (
+            '' if result.get('output_bag_closed', True) else
+            ' (not closed: no metadata.yaml, read it as a recording cut short)')),
         ('frames', str(result['frames'])),
         ('recording', f'{_num(result.get("recording_s"))} s'),
         ('processing', f'{_num(result.get("processing_s"))} s (wall time of the run '
@@ -60,7 +62,7 @@ def blocks(result: Dict, pictures: Dict[str, str],
                           'processing fps', 'outputs'),
                 [(name, c['topic'], c['message_type'].rsplit('/', 1)[-1], c['frames'],
                   c['skipped'], _num(c['recorded_fps'], 1), _num(c['processing_fps'], 1),
-                  f'/{c["namespace"]}/segmentation/{{labels,drivable_mask,color}}')
+                  ', '.join(c['output_topics']))
                  for name, c in cameras.items()]))
     realtime = result.get('realtime') or {}
     out.append(('h2', 'Real time'))
@@ -90,10 +92,19 @@ def blocks(result: Dict, pictures: Dict[str, str],
     if skipped:
         out.append(('h2', 'Skipped frames'))
         out.append(('table', ('camera', 'reason'), skipped))
-    if overlays:
+    unreadable = result.get('unreadable_messages') or {}
+    if unreadable:
+        out.append(('h2', 'Unreadable messages'))
+        out.append(('p', 'Messages that do not deserialize were skipped; the run went on.'))
+        out.append(('table', ('topic', 'messages skipped'), sorted(unreadable.items())))
+    left_out = [f'{name} {note}' for name, c in cameras.items()
+                for note in c.get('overlays_left_out', ())]
+    if overlays or left_out:
         out.append(('h2', 'Overlays'))
+    if overlays:
         out.append(('p', 'Left: class colours over the image. Right: drivable area in green.'))
         out += [('img', caption, path) for caption, path in overlays]
+    out += [('p', note) for note in left_out]
     return out
 
 
