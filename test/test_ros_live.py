@@ -408,7 +408,7 @@ def test_corrupt_model_file_fails_cleanly(ros, tmp_path):
 
 def test_stop_signals_record_the_first_signal_and_restore_the_handlers():
     require_ros()
-    from seg_perception.ros.stop_signals import StopSignals
+    from seg_perception.signals import StopSignals
     before = signal.getsignal(signal.SIGTERM)
     stop = StopSignals()
     try:

@@ -11,12 +11,13 @@ import argparse
 import os
 import signal
 import sys
-from typing import Dict, Optional
+from typing import Dict
 
 from seg_perception.commands import _args
 from seg_perception.replay import ground_truth
 from seg_perception.replay.bag_eval import RunStopped, evaluate_bag
 from seg_perception.replay.bag_io import STORAGES
+from seg_perception.signals import StopSignals
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -67,38 +68,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class StopSignals:
-    """SIGINT and SIGTERM ask a run to stop between two messages (see evaluate_bag's
-    ``stop``), so the output bag is closed and the partial report written; a second
-    signal stops at once (KeyboardInterrupt). Called, it names the signal received."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.received: Optional[str] = None
-        self._previous = {}
-
-    def __enter__(self) -> 'StopSignals':
-        self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for number, handler in self._previous.items():
-            if handler is not None:       # None: installed outside Python, cannot be put back
-                signal.signal(number, handler)
-
-    def __call__(self) -> Optional[str]:
-        return self.received
-
-    def _handle(self, number, _frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(number).name
-
-
 def evaluate_until_stopped(*args, **kwargs) -> Dict:
     """evaluate_bag, with SIGINT and SIGTERM ending it as a partial run (RunStopped)."""
-    with StopSignals() as stop:
+    with StopSignals(second_interrupts=True) as stop:
         return evaluate_bag(*args, stop=stop, **kwargs)
 
 

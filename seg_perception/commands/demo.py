@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from seg_perception.commands import _args
 from seg_perception.errors import CommandError
+from seg_perception.model_info import resolve_model_path
 
 SAMPLE_BAG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'assets',
                           'sample_bag')
@@ -39,40 +41,23 @@ def sample_bag_path() -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--output', default=DEFAULT_OUTPUT, metavar='DIR',
                         help=f'folder for the output bag and report (default ./{DEFAULT_OUTPUT})')
-    parser.add_argument('--model', metavar='MODEL.onnx',
-                        help='exported ONNX model (default: the model shipped with the package)')
-    parser.add_argument('--backend', default='onnxruntime-cpu',
-                        help='runtime backend (default onnxruntime-cpu)')
-    parser.add_argument('--threads', type=int, help='CPU threads for inference')
+    _args.add_model_option(parser)
+    _args.add_runtime_options(parser, backend='onnxruntime-cpu')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
-
-
-def resolve_model(model) -> str:
-    """``model`` or the installed default model; CommandError saying so when there is none."""
-    if model:
-        if not os.path.isfile(model):
-            raise CommandError(f'model file not found: {model}')
-        return model
-    from seg_perception.model_info import default_model_path
-    default = default_model_path()
-    if default is None:
-        raise CommandError('no default model is installed with this package yet '
-                           '(seg_perception/assets/default_model.onnx); pass --model MODEL.onnx '
-                           '(a model exported with `seg-perception export`)')
-    return default
 
 
 def run(args: argparse.Namespace) -> int:
     from seg_perception.commands.bag_eval import (evaluate_until_stopped, print_summary,
                                                   report_stopped)
     from seg_perception.replay.bag_eval import RunStopped
-    model = resolve_model(args.model)
+    model = resolve_model_path(args.model)
     bag = sample_bag_path()
     print(f'demo: {bag} through {model} ({args.backend})')
     try:
         summary = evaluate_until_stopped(
             bag, model, args.output, label_topics=[GROUND_TRUTH_TOPIC], label_kind='drivable',
-            backend=args.backend, threads=args.threads, copy_inputs=True, overwrite=True,
+            backend=args.backend, precision=args.precision, threads=args.threads,
+            engine_cache_dir=args.engine_cache_dir, copy_inputs=True, overwrite=True,
             progress=not args.no_progress)
     except RunStopped as stopped:
         return report_stopped('demo', stopped)

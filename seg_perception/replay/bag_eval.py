@@ -47,6 +47,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from seg_perception.errors import InvalidValueError, SegPerceptionError
+from seg_perception.model_info import resolve_model_path
 from seg_perception.replay import ground_truth as bag_labels
 from seg_perception.replay.bag_io import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, IMAGE_TYPES,
                                           BagError, OutputBag, OutputError, camera_namespace,
@@ -172,14 +173,7 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
     started = time.monotonic()
     if labels_dir and label_topics:
         raise InvalidValueError('give either --labels or --label-topic, not both')
-    if model is None:
-        from seg_perception.model_info import default_model_path
-        model = default_model_path()
-        if model is None:
-            raise FileNotFoundError('no model given and no default model is installed: pass '
-                                    '--model MODEL.onnx')
-    if not os.path.isfile(model):
-        raise FileNotFoundError(f'model file not found: {model}')
+    model = resolve_model_path(model)
     with open_bag(bag) as source:
         label_names = [spec.rpartition('=')[2] for spec in label_topics]
         cameras = plan_cameras(source, topics, label_names, overlays)

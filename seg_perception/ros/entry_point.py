@@ -7,7 +7,7 @@ node.run, which skips loading the model when a signal has already arrived).
 """
 import sys
 
-from seg_perception.ros.stop_signals import StopSignals
+from seg_perception.signals import StopSignals
 
 
 def main(args=None) -> int:

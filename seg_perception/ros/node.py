@@ -29,7 +29,7 @@ from vision_msgs.msg import LabelInfo, VisionClass
 from seg_perception.errors import SegPerceptionError
 from seg_perception.ros import conversions, outputs, params
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
-from seg_perception.ros.stop_signals import StopSignals
+from seg_perception.signals import StopSignals
 from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
 from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
                                        InferenceWorker, stamp_to_ns)
