@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch')
 CONFIG = os.path.join(REPO, 'config')
 SEGMENTATION_ARGS = {'params_file', 'model', 'backend', 'namespace', 'camera_topic',
-                     'use_sim_time', 'log_level'}
+                     'use_sim_time', 'log_level', 'respawn', 'respawn_delay'}
 BAG_EVAL_ARGS = {'bag', 'params_file', 'model', 'output_bag', 'rate'}
 CONFIGS = ['one_camera.yaml', 'six_cameras.yaml', 'jetson_orin.yaml']
 
@@ -129,7 +129,7 @@ def test_segmentation_launch_expands_to_the_node_with_overrides():
     given = {'params_file': os.path.join(CONFIG, 'six_cameras.yaml'), 'model': '/m.onnx',
              'namespace': 'car', 'camera_topic': '/cam/image_raw/compressed',
              'use_sim_time': 'true', 'log_level': 'debug'}
-    (node,), _ = expand(module, given)
+    (node, _exit_handler), _ = expand(module, given)
     assert node.node_package == 'seg_perception' and node.node_executable == 'segmentation_node'
     assert module.node_overrides(given) == {
         'use_sim_time': True, 'model': '/m.onnx', 'cameras': ['camera'],
@@ -137,6 +137,45 @@ def test_segmentation_launch_expands_to_the_node_with_overrides():
         'cameras.camera.transport': 'compressed'}
     assert module.node_overrides({'use_sim_time': 'false', 'backend': ''}) == \
         {'use_sim_time': False}
+
+
+@pytest.mark.ros
+def test_segmentation_launch_ends_with_the_node_unless_it_respawns():
+    module = load_launch_module('segmentation.launch.py')
+    from launch.actions import RegisterEventHandler
+    from launch_ros.actions import Node
+    params_file = os.path.join(CONFIG, 'one_camera.yaml')
+    (node, handler), _ = expand(module, {'params_file': params_file})
+    assert isinstance(node, Node) and isinstance(handler, RegisterEventHandler)
+    (node,), _ = expand(module, {'params_file': params_file, 'respawn': 'true',
+                                 'respawn_delay': '0.5'})
+    assert isinstance(node, Node)
+    assert module.respawn_settings({'respawn': 'True', 'respawn_delay': '0'}) == (True, 0.0)
+    for name, value in [('respawn', 'yes'), ('respawn_delay', '-1'),
+                        ('respawn_delay', 'soon'), ('respawn_delay', 'nan')]:
+        with pytest.raises(module.LaunchArgumentError, match=f"launch argument '{name}': "):
+            module.respawn_settings({name: value})
+
+
+@pytest.mark.ros
+def test_node_exit_fails_the_launch_only_when_the_node_failed():
+    module = load_launch_module('segmentation.launch.py')
+    from launch import LaunchContext
+    from launch.actions import EmitEvent
+
+    class Exited:
+        def __init__(self, returncode):
+            self.returncode = returncode
+
+    context = LaunchContext()
+    with pytest.raises(module.NodeFailed, match='segmentation_node exited with code 1$'):
+        module.end_launch_with_node(Exited(1), context)
+    with pytest.raises(module.NodeFailed, match='segmentation_node was killed by SIGSEGV$'):
+        module.end_launch_with_node(Exited(-11), context)
+    (shutdown,) = module.end_launch_with_node(Exited(0), context)
+    assert isinstance(shutdown, EmitEvent)       # exited 0 on its own: the launch ends, 0
+    context._set_is_shutdown(True)
+    assert module.end_launch_with_node(Exited(0), context) is None
 
 
 def expand(module, given):
