@@ -152,3 +152,12 @@ def test_readme_unit_is_the_tested_one():
     if '[Service]' not in readme:
         pytest.skip('README.md holds no systemd unit yet')
     assert UNIT in readme
+
+
+def test_bag_eval_ends_non_zero_when_its_node_fails(ros, tmp_path):
+    # bag_eval.launch.py includes segmentation.launch.py, exit handling and all.
+    bag = os.path.join(REPO, 'seg_perception', 'assets', 'sample_bag')
+    launched = ros.launch('launch', 'seg_perception', 'bag_eval.launch.py', f'bag:={bag}',
+                          f'output_bag:={tmp_path / "out"}', 'model:=/nonexistent/model.onnx')
+    assert launched.proc.wait(60) != 0
+    assert 'segmentation_node exited with code 1' in launched.output(), launched.output()

@@ -192,22 +192,37 @@ def expand(module, given):
     raise AssertionError('no OpaqueFunction in the launch description')
 
 
+def performed(context, substitutions):
+    from launch.utilities import normalize_to_list_of_substitutions, perform_substitutions
+    return perform_substitutions(context, normalize_to_list_of_substitutions(substitutions))
+
+
 @pytest.mark.ros
 def test_bag_eval_plays_with_clock_runs_on_sim_time_and_records():
     module = load_launch_module('bag_eval.launch.py')
-    from launch.actions import ExecuteProcess, TimerAction
-    from launch_ros.actions import Node
+    from launch.actions import ExecuteProcess, IncludeLaunchDescription, TimerAction
     actions, context = expand(module, {'bag': '/data/drive_01', 'rate': '0.5',
                                        'params_file': os.path.join(CONFIG, 'one_camera.yaml')})
-    (node,) = [a for a in actions if isinstance(a, Node)]
-    assert node.node_executable == 'segmentation_node'
-    (record,) = [a for a in actions if isinstance(a, ExecuteProcess) and a is not node]
+    (record,) = [a for a in actions if isinstance(a, ExecuteProcess)]
     record_cmd = [''.join(part.perform(context) for part in piece) for piece in record.cmd]
     assert record_cmd[:5] == ['ros2', 'bag', 'record', '-o', '/data/drive_01_segmentation']
     (timer,) = [a for a in actions if isinstance(a, TimerAction)]
     (play,) = timer.actions
     play_cmd = [''.join(part.perform(context) for part in piece) for piece in play.cmd]
     assert play_cmd == ['ros2', 'bag', 'play', '/data/drive_01', '--clock', '--rate', '0.5']
+    # The node: segmentation.launch.py's, given bag_eval's arguments and sim time.
+    (include,) = [a for a in actions if isinstance(a, IncludeLaunchDescription)]
+    source = include.launch_description_source
+    source.get_launch_description(context)          # loads it; the location is then known
+    assert source.location == os.path.join(LAUNCH, 'segmentation.launch.py')
+    passed = {performed(context, name): performed(context, value)
+              for name, value in include.launch_arguments}
+    assert passed == {'params_file': os.path.join(CONFIG, 'one_camera.yaml'), 'model': '',
+                      'backend': '', 'log_level': 'info', 'use_sim_time': 'true'}
+    node_module = load_launch_module('segmentation.launch.py')
+    (node, _exit_handler), _ = expand(node_module, passed)
+    assert node.node_executable == 'segmentation_node'
+    assert node_module.node_overrides(passed) == {'use_sim_time': True}
 
 
 @pytest.mark.ros
