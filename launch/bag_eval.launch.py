@@ -3,23 +3,26 @@
     ros2 launch seg_perception bag_eval.launch.py bag:=/data/drive_01 \
         params_file:=$(ros2 pkg prefix seg_perception)/share/seg_perception/config/six_cameras.yaml
 
-Plays ``bag`` with ``ros2 bag play --clock``, runs the node on sim time, records
+Plays ``bag`` with ``ros2 bag play --clock``, runs the node on sim time (through
+segmentation.launch.py, so with its default parameter file and overrides), records
 every ``*/segmentation/*`` topic and /diagnostics to ``output_bag`` and shuts
-everything down a few seconds after playback ends. Needs rosbag2 (ros2 bag).
+everything down a few seconds after playback ends; a node that fails ends the run
+with a non-zero status. Needs rosbag2 (ros2 bag).
 For offline evaluation without ROS see ``seg-perception bag-eval``.
 """
 import os
 
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, OpaqueFunction,
-                            RegisterEventHandler, TimerAction)
+from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess,
+                            IncludeLaunchDescription, OpaqueFunction, RegisterEventHandler,
+                            TimerAction)
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-PACKAGE = 'seg_perception'
+NODE_LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'segmentation.launch.py')
+NODE_ARGUMENTS = ('params_file', 'model', 'backend', 'log_level')
 RECORDED_TOPICS = r'(.*/segmentation/.*|/diagnostics)'
 
 ARGUMENTS = {
@@ -39,15 +42,15 @@ def output_bag_path(bag: str, output_bag: str) -> str:
     return output_bag or os.path.normpath(bag).rstrip(os.sep) + '_segmentation'
 
 
+def node_launch():
+    """segmentation.launch.py with this file's node arguments passed through, on sim time."""
+    arguments = [(name, LaunchConfiguration(name)) for name in NODE_ARGUMENTS]
+    return IncludeLaunchDescription(PythonLaunchDescriptionSource(NODE_LAUNCH),
+                                    launch_arguments=arguments + [('use_sim_time', 'true')])
+
+
 def _launch(context):
     values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    params_file = values['params_file'] or os.path.join(
-        get_package_share_directory(PACKAGE), 'config', 'one_camera.yaml')
-    overrides = {'use_sim_time': True}
-    overrides.update({k: values[k] for k in ('model', 'backend') if values[k]})
-    node = Node(package=PACKAGE, executable='segmentation_node', name='segmentation_node',
-                output='screen', parameters=[params_file, overrides],
-                ros_arguments=['--log-level', values['log_level']])
     record = ExecuteProcess(
         cmd=['ros2', 'bag', 'record', '-o', output_bag_path(values['bag'], values['output_bag']),
              '-e', RECORDED_TOPICS],
@@ -60,7 +63,7 @@ def _launch(context):
         target_action=play,
         on_exit=[TimerAction(period=3.0, actions=[
             EmitEvent(event=Shutdown(reason='bag playback finished'))])]))
-    return [node, record, stop_after_play,
+    return [node_launch(), record, stop_after_play,
             TimerAction(period=float(values['start_delay']), actions=[play])]
 
 

@@ -6,16 +6,26 @@
         params_file:=$(ros2 pkg prefix seg_perception)/share/seg_perception/config/six_cameras.yaml
 
 Empty arguments leave the parameter file's values alone.
+
+When the node exits on its own (start-up failure, crash, killed) the launch ends
+too, with a non-zero status if the node's was, so a supervisor such as systemd's
+``Restart=on-failure`` sees the failure; ``respawn:=true`` restarts the node
+instead. A stop asked of the launch (Ctrl-C, SIGINT) ends the node cleanly and
+exits 0.
 """
 import os
+import signal
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 PACKAGE = 'seg_perception'
+NODE_NAME = 'segmentation_node'
 
 ARGUMENTS = {
     'params_file': ('', 'Node parameter YAML; empty = config/one_camera.yaml of the package'),
@@ -26,7 +36,23 @@ ARGUMENTS = {
                          '(a topic ending in /compressed is read as CompressedImage)'),
     'use_sim_time': ('false', 'Use /clock (bag playback)'),
     'log_level': ('info', 'debug, info, warn, error or fatal'),
+    'respawn': ('false', 'true: start the node again whenever it exits; false: the launch '
+                         'ends with it (non-zero status when the node failed)'),
+    'respawn_delay': ('2.0', 'Seconds to wait before starting the node again (respawn:=true)'),
 }
+
+
+class NodeFailed(RuntimeError):
+    """The node exited with an error; raised inside launch so that it exits non-zero.
+
+    Humble's launch exits 0 after any orderly shutdown, whatever the reason; only an
+    exception raised while it runs makes ``ros2 launch`` return 1 (it logs the
+    message as one line and shuts the remaining processes down).
+    """
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument with a value this file cannot use."""
 
 
 def node_overrides(values: dict) -> dict:
@@ -44,17 +70,57 @@ def node_overrides(values: dict) -> dict:
     return overrides
 
 
+def respawn_settings(values: dict) -> tuple:
+    """(respawn, respawn_delay) from the launch arguments; a bad value is an error."""
+    text = values.get('respawn', 'false').strip().lower()
+    if text not in ('true', 'false', '1', '0'):
+        raise LaunchArgumentError(f"launch argument 'respawn': {text!r} is not true or false")
+    try:
+        delay = float(values.get('respawn_delay', '2.0'))
+    except ValueError:
+        delay = -1.0
+    if not delay >= 0.0:
+        raise LaunchArgumentError("launch argument 'respawn_delay': "
+                                  f"{values.get('respawn_delay')!r} is not a number of seconds")
+    return text in ('true', '1'), delay
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, from its return code (negative: the signal that killed it)."""
+    if returncode < 0:
+        try:
+            return f'was killed by {signal.Signals(-returncode).name}'
+        except ValueError:
+            return f'was killed by signal {-returncode}'
+    return f'exited with code {returncode}'
+
+
+def end_launch_with_node(event, context):
+    """The node is gone: shut the launch down, failing it when the node failed."""
+    if event.returncode != 0:
+        raise NodeFailed(f'{NODE_NAME} {exit_description(event.returncode)}')
+    if not context.is_shutdown:
+        return [EmitEvent(event=Shutdown(reason=f'{NODE_NAME} exited'))]
+    return None
+
+
 def default_params_file() -> str:
     return os.path.join(get_package_share_directory(PACKAGE), 'config', 'one_camera.yaml')
 
 
 def _launch_node(context):
     values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    return [Node(
-        package=PACKAGE, executable='segmentation_node', name='segmentation_node',
+    respawn, respawn_delay = respawn_settings(values)
+    node = Node(
+        package=PACKAGE, executable='segmentation_node', name=NODE_NAME,
         namespace=values['namespace'], output='screen', emulate_tty=True,
         parameters=[values['params_file'] or default_params_file(), node_overrides(values)],
-        ros_arguments=['--log-level', values['log_level']])]
+        ros_arguments=['--log-level', values['log_level']],
+        respawn=respawn, respawn_delay=respawn_delay)
+    if respawn:
+        return [node]
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node,
+                                                     on_exit=end_launch_with_node))]
 
 
 def generate_launch_description():

@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch')
 CONFIG = os.path.join(REPO, 'config')
 SEGMENTATION_ARGS = {'params_file', 'model', 'backend', 'namespace', 'camera_topic',
-                     'use_sim_time', 'log_level'}
+                     'use_sim_time', 'log_level', 'respawn', 'respawn_delay'}
 BAG_EVAL_ARGS = {'bag', 'params_file', 'model', 'output_bag', 'rate'}
 CONFIGS = ['one_camera.yaml', 'six_cameras.yaml', 'jetson_orin.yaml']
 
@@ -129,7 +129,7 @@ def test_segmentation_launch_expands_to_the_node_with_overrides():
     given = {'params_file': os.path.join(CONFIG, 'six_cameras.yaml'), 'model': '/m.onnx',
              'namespace': 'car', 'camera_topic': '/cam/image_raw/compressed',
              'use_sim_time': 'true', 'log_level': 'debug'}
-    (node,), _ = expand(module, given)
+    (node, _exit_handler), _ = expand(module, given)
     assert node.node_package == 'seg_perception' and node.node_executable == 'segmentation_node'
     assert module.node_overrides(given) == {
         'use_sim_time': True, 'model': '/m.onnx', 'cameras': ['camera'],
@@ -137,6 +137,45 @@ def test_segmentation_launch_expands_to_the_node_with_overrides():
         'cameras.camera.transport': 'compressed'}
     assert module.node_overrides({'use_sim_time': 'false', 'backend': ''}) == \
         {'use_sim_time': False}
+
+
+@pytest.mark.ros
+def test_segmentation_launch_ends_with_the_node_unless_it_respawns():
+    module = load_launch_module('segmentation.launch.py')
+    from launch.actions import RegisterEventHandler
+    from launch_ros.actions import Node
+    params_file = os.path.join(CONFIG, 'one_camera.yaml')
+    (node, handler), _ = expand(module, {'params_file': params_file})
+    assert isinstance(node, Node) and isinstance(handler, RegisterEventHandler)
+    (node,), _ = expand(module, {'params_file': params_file, 'respawn': 'true',
+                                 'respawn_delay': '0.5'})
+    assert isinstance(node, Node)
+    assert module.respawn_settings({'respawn': 'True', 'respawn_delay': '0'}) == (True, 0.0)
+    for name, value in [('respawn', 'yes'), ('respawn_delay', '-1'),
+                        ('respawn_delay', 'soon'), ('respawn_delay', 'nan')]:
+        with pytest.raises(module.LaunchArgumentError, match=f"launch argument '{name}': "):
+            module.respawn_settings({name: value})
+
+
+@pytest.mark.ros
+def test_node_exit_fails_the_launch_only_when_the_node_failed():
+    module = load_launch_module('segmentation.launch.py')
+    from launch import LaunchContext
+    from launch.actions import EmitEvent
+
+    class Exited:
+        def __init__(self, returncode):
+            self.returncode = returncode
+
+    context = LaunchContext()
+    with pytest.raises(module.NodeFailed, match='segmentation_node exited with code 1$'):
+        module.end_launch_with_node(Exited(1), context)
+    with pytest.raises(module.NodeFailed, match='segmentation_node was killed by SIGSEGV$'):
+        module.end_launch_with_node(Exited(-11), context)
+    (shutdown,) = module.end_launch_with_node(Exited(0), context)
+    assert isinstance(shutdown, EmitEvent)       # exited 0 on its own: the launch ends, 0
+    context._set_is_shutdown(True)
+    assert module.end_launch_with_node(Exited(0), context) is None
 
 
 def expand(module, given):
@@ -153,22 +192,37 @@ def expand(module, given):
     raise AssertionError('no OpaqueFunction in the launch description')
 
 
+def performed(context, substitutions):
+    from launch.utilities import normalize_to_list_of_substitutions, perform_substitutions
+    return perform_substitutions(context, normalize_to_list_of_substitutions(substitutions))
+
+
 @pytest.mark.ros
 def test_bag_eval_plays_with_clock_runs_on_sim_time_and_records():
     module = load_launch_module('bag_eval.launch.py')
-    from launch.actions import ExecuteProcess, TimerAction
-    from launch_ros.actions import Node
+    from launch.actions import ExecuteProcess, IncludeLaunchDescription, TimerAction
     actions, context = expand(module, {'bag': '/data/drive_01', 'rate': '0.5',
                                        'params_file': os.path.join(CONFIG, 'one_camera.yaml')})
-    (node,) = [a for a in actions if isinstance(a, Node)]
-    assert node.node_executable == 'segmentation_node'
-    (record,) = [a for a in actions if isinstance(a, ExecuteProcess) and a is not node]
+    (record,) = [a for a in actions if isinstance(a, ExecuteProcess)]
     record_cmd = [''.join(part.perform(context) for part in piece) for piece in record.cmd]
     assert record_cmd[:5] == ['ros2', 'bag', 'record', '-o', '/data/drive_01_segmentation']
     (timer,) = [a for a in actions if isinstance(a, TimerAction)]
     (play,) = timer.actions
     play_cmd = [''.join(part.perform(context) for part in piece) for piece in play.cmd]
     assert play_cmd == ['ros2', 'bag', 'play', '/data/drive_01', '--clock', '--rate', '0.5']
+    # The node: segmentation.launch.py's, given bag_eval's arguments and sim time.
+    (include,) = [a for a in actions if isinstance(a, IncludeLaunchDescription)]
+    source = include.launch_description_source
+    source.get_launch_description(context)          # loads it; the location is then known
+    assert source.location == os.path.join(LAUNCH, 'segmentation.launch.py')
+    passed = {performed(context, name): performed(context, value)
+              for name, value in include.launch_arguments}
+    assert passed == {'params_file': os.path.join(CONFIG, 'one_camera.yaml'), 'model': '',
+                      'backend': '', 'log_level': 'info', 'use_sim_time': 'true'}
+    node_module = load_launch_module('segmentation.launch.py')
+    (node, _exit_handler), _ = expand(node_module, passed)
+    assert node.node_executable == 'segmentation_node'
+    assert node_module.node_overrides(passed) == {'use_sim_time': True}
 
 
 @pytest.mark.ros

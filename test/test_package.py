@@ -1,11 +1,14 @@
 """The repository is a well-formed ament_python package that installs with pip and colcon."""
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import require_ros
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +24,51 @@ def test_package_xml_is_format3_ament_python_with_runtime_depends():
             'python3-numpy', 'python3-opencv'} <= exec_depends
     # A maintainer e-mail catkin_pkg cannot parse makes colcon build us as plain Python.
     assert package.maintainers and '@' in package.maintainers[0].email
+
+
+# package.xml test_depend -> what a test file holds when it uses that tool.
+TEST_TOOLS = {
+    'python3-pytest': 'import pytest',
+    'python3-flake8': "shutil.which('flake8')",
+    'python3-catkin-pkg': "importorskip('catkin_pkg",
+    'python3-colcon-common-extensions': "'colcon'",
+}
+
+
+def sources_of_tests():
+    return '\n'.join(path.read_text() for path in sorted((ROOT / 'test').glob('*.py')))
+
+
+def imported_names(source):
+    return set(re.findall(r'^\s*(?:from|import) ([a-z_0-9]+)', source, re.MULTILINE))
+
+
+def test_package_xml_test_depends_are_what_the_tests_use():
+    catkin_pkg = pytest.importorskip('catkin_pkg.package')
+    package = catkin_pkg.parse_package(str(ROOT / 'package.xml'))
+    test_depends = {d.name for d in package.test_depends}
+    sources = sources_of_tests()
+    unused = {name for name in test_depends - imported_names(sources)
+              if TEST_TOOLS.get(name, '\0') not in sources}
+    assert not unused, f'package.xml declares test tools no test uses: {sorted(unused)}'
+    assert set(TEST_TOOLS) <= test_depends
+
+
+def test_package_xml_declares_the_ros_packages_code_and_tests_import():
+    catkin_pkg = pytest.importorskip('catkin_pkg.package')
+    require_ros()
+    from ament_index_python.packages import get_packages_with_prefixes
+    package = catkin_pkg.parse_package(str(ROOT / 'package.xml'))
+    ros_packages = set(get_packages_with_prefixes())
+    code = '\n'.join(path.read_text() for folder in ('seg_perception', 'launch')
+                     for path in sorted((ROOT / folder).rglob('*.py')))
+    # cv_bridge is optional: used where it is installed (ros/conversions.py).
+    code_imports = (imported_names(code) & ros_packages) - {'cv_bridge'}
+    exec_depends = {d.name for d in package.exec_depends}
+    assert code_imports <= exec_depends, sorted(code_imports - exec_depends)
+    test_imports = imported_names(sources_of_tests()) & ros_packages
+    declared = exec_depends | {d.name for d in package.test_depends}
+    assert test_imports <= declared, sorted(test_imports - declared)
 
 
 def test_setup_cfg_points_scripts_where_ros2_run_looks():

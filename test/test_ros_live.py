@@ -1,13 +1,11 @@
 """segmentation_node on a real ROS 2 runtime: colcon build, ros2 launch, pub/sub.
 
-One colcon build and one exported test model per session. Each test runs in its own
-ROS_DOMAIN_ID, starts the node with SIGINT reset to default (background jobs of a
-non-interactive shell ignore it) and ends every process it started.
+One colcon build and one exported test model per session (live_ros_fixtures). Each
+test runs in its own ROS_DOMAIN_ID and ends every process it started.
 
 The model is runtime_models.ColourNet: flat red = road (drivable), green = grass,
 blue = sky, black = car, white = building, so the expected labels are known.
 """
-import itertools
 import os
 import signal
 import subprocess
@@ -18,135 +16,14 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import require_ros, ros_required
-from ros_live_helpers import RosClient, expected_halves, halves_frame, wait_until
+from conftest import require_ros
+from live_ros_fixtures import next_domain
+from ros_live_helpers import expected_halves, halves_frame, wait_until
 
+pytest_plugins = ['live_ros_fixtures']
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEIGHT, WIDTH = 48, 64
-_tests_started = itertools.count()
-
-
-def next_domain() -> int:
-    """A ROS_DOMAIN_ID of its own for each test (pid-based base: parallel sessions differ)."""
-    return 40 + os.getpid() % 6 * 10 + next(_tests_started) % 10
-
-
-@pytest.fixture(scope='session')
-def workspace(tmp_path_factory):
-    """A colcon install of this repository (built once per session)."""
-    require_ros()
-    root = tmp_path_factory.mktemp('colcon_ws')
-    cmd = ['colcon', 'build', '--base-paths', REPO, '--build-base', str(root / 'build'),
-           '--install-base', str(root / 'install')]
-    try:
-        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
-    except FileNotFoundError:
-        if ros_required():
-            pytest.fail('colcon is not installed (pip install colcon-common-extensions)')
-        pytest.skip('colcon is not installed')
-    assert done.returncode == 0, f'colcon build failed:\n{done.stdout}\n{done.stderr}'
-    install = root / 'install'
-    assert (install / 'seg_perception/lib/seg_perception/segmentation_node').exists()
-    assert (install / 'seg_perception/share/ament_index/resource_index/packages/'
-            'seg_perception').exists(), 'built as plain Python: package.xml did not parse'
-    return install
-
-
-@pytest.fixture(scope='session')
-def colour_model(tmp_path_factory):
-    """A small exported ONNX model with known classes (needs torch for the export)."""
-    require_ros()
-    import runtime_models
-    path = str(tmp_path_factory.mktemp('models') / 'colour.onnx')
-    runtime_models.export_colour_net(path, with_confidence=True)
-    return path
-
-
-class Launched:
-    """A ros2 command started in the workspace environment; output goes to a log file."""
-
-    def __init__(self, workspace, domain, args, log_path):
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1',
-                   RCUTILS_COLORIZED_OUTPUT='0')
-        self.log_path = log_path
-        self._log = open(log_path, 'w')
-        script = f'source "{workspace}/local_setup.bash" && exec ros2 "$@"'
-        self.proc = subprocess.Popen(
-            ['bash', '-c', script, 'ros2'] + list(args), env=env, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-    def output(self) -> str:
-        self._log.flush()
-        with open(self.log_path) as handle:
-            return handle.read()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def interrupt(self, timeout=20.0) -> int:
-        """Ctrl-C as in a terminal (SIGINT to the process group); return the exit code."""
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout)
-
-    def terminate_child(self, timeout=20.0) -> int:
-        """SIGTERM to the program ``ros2 run`` started, as launch and systemd send it.
-
-        ``ros2 run`` itself would die of a SIGTERM, so it gets none; it exits with
-        its child's code.
-        """
-        with open(f'/proc/{self.proc.pid}/task/{self.proc.pid}/children') as handle:
-            children = [int(pid) for pid in handle.read().split()]
-        assert len(children) == 1, children
-        os.kill(children[0], signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def close(self):
-        """End the process group whatever state it is in."""
-        for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            if self.proc.poll() is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(wait)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)    # children left behind, if any
-        except ProcessLookupError:
-            pass
-        self._log.close()
-
-
-@pytest.fixture
-def ros(workspace, tmp_path):
-    """Start ros2 commands and a test client in a fresh domain; end them afterwards."""
-    domain = next_domain()
-    started, clients = [], []
-
-    class Session:
-        domain_id = domain
-
-        @staticmethod
-        def launch(*args):
-            launched = Launched(workspace, domain, args, tmp_path / f'ros2_{len(started)}.log')
-            started.append(launched)
-            return launched
-
-        @staticmethod
-        def client():
-            client = RosClient(domain)
-            clients.append(client)
-            return client
-
-    yield Session
-    for client in clients:
-        client.close()
-    for launched in started:
-        launched.close()
 
 
 def write_params(path, cameras, **extra):
