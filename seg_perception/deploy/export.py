@@ -14,11 +14,10 @@ itself, so every runtime (ONNX Runtime, TensorRT, the ROS node) only feeds bytes
 
 Output resolution. 'camera' upsamples the C-channel logits bilinearly and takes
 the argmax at camera resolution: exact, smooth class boundaries, but costly at
-1080p (measured on the development CPU for 19 classes: about 17 ms, against about
-3 ms for an argmax at network size followed by nearest-neighbour upsampling of the
-labels, which agrees on about 97.7 % of pixels; the cost grows with classes ×
-pixels). 'network' outputs labels at the network size and leaves the (cheap,
-nearest) resize to the runtime.
+1080p, and the cost grows with classes × pixels. 'network' outputs labels at the
+network size and leaves the (cheap, nearest) resize to the runtime; its labels
+differ from 'camera' only along class boundaries (cost and agreement on real
+frames: benchmarks/DESIGN.md).
 
 The model description (ModelInfo) travels in the file's metadata_props, read
 back with ``seg_perception.model_info.load_model_info``.

@@ -234,8 +234,8 @@ def quantize_model(model_path: str, output_path: str, image_paths: Sequence[str]
               'percentile': CalibrationMethod.Percentile}[calibration]
     if calibration != 'minmax':
         # The histogram calibrators keep every activation of every frame they are given
-        # until they bin them (about 1 GB per 512x1024 frame for DeepLabV3+/Lite0): give
-        # them one frame at a time, so memory stays flat whatever --count is.
+        # until they bin them (hundreds of MB a frame, benchmarks/DESIGN.md): give them
+        # one frame at a time, so memory stays flat whatever --count is.
         extra['CalibStridedMinMax'] = 1
     folder = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(folder, exist_ok=True)

@@ -8,8 +8,9 @@ Two decoder widths:
 * ``decoder='textbook'``: the published widths: ASPP of 256 channels with
   full 3×3 atrous convolutions, a 48-channel projection, two 3×3 of 256.
 
-Measured at 512×1024 on EfficientNet-Lite0, output stride 16 (test_models_deeplab):
-DeepLabV3+ light about 3.3 M parameters / 9 GMAC, textbook about 6.96 M / 55 GMAC.
+Counted (not timed) at 512×1024 on EfficientNet-Lite0, output stride 16, 19 classes,
+and asserted by test_models_deeplab: DeepLabV3+ light about 3.3 M parameters / 9 GMAC,
+textbook about 6.96 M / 55 GMAC.
 
 Only Conv, BatchNorm, ReLU (the backbone's own activations), mean, concat and
 bilinear resize are used, so the graph exports to ONNX with dynamic H×W and

@@ -32,7 +32,7 @@ class DeployableSegmenter(nn.Module):
         # has the same mean and std (0.5 for EfficientNet-Lite), the constants are scalars:
         # ONNX Runtime runs its int8 convolutions in NHWC and moves the normalisation there,
         # where a per-channel constant broadcasts over an innermost axis of 3, slowly
-        # (benchmarks/INT8.md; the same labels either way).
+        # (benchmarks/DESIGN.md; the same labels either way).
         uniform = bool((mean == mean[0]).all() and (std == std[0]).all())
         shape = () if uniform else (1, 3, 1, 1)
         scale, shift = 1.0 / (255.0 * std), -mean / std

@@ -50,7 +50,7 @@ def result_images(result, options: OutputOptions,
         if color is None:
             if palette is None:
                 raise InvalidValueError('publish_color needs the result colour image or a palette')
-            # applyColorMap with a user table: ~10x faster than palette[labels] at 1080p.
+            # applyColorMap with a user table beats palette[labels] by far (benchmarks/DESIGN.md).
             color = cv2.applyColorMap(np.ascontiguousarray(result.labels),
                                       palette.reshape(256, 1, 3))
         images.append((COLOR, color, 'rgb8'))

@@ -99,7 +99,8 @@ class DrivableMasker:
         ``size`` (height, width): return the mask at this size, computed at the
         labels' size and resized nearest-neighbour (pixel-centre aligned), the way the
         pipeline upsamples network-size labels; the hole area is scaled to match. It
-        equals the mask of the upsampled labels and is 4× cheaper from 512×1024 to 1080p.
+        equals the mask of the upsampled labels and, with the ego region or hole filling
+        on, costs far less at camera size (benchmarks/DESIGN.md).
         """
         if labels.dtype != np.uint8 or labels.ndim != 2:
             raise InvalidValueError(f'labels must be an H×W uint8 image, got {labels.dtype} '
@@ -130,8 +131,9 @@ class DrivableMasker:
 def _components(binary: np.ndarray, connectivity: int, buffer: Optional[np.ndarray]):
     """(count, component ids) of a 0/255 image; ids in ``buffer`` (uint16) when they fit.
 
-    16-bit ids reuse the caller's scratch buffer and let cv2.calcHist count areas (10×
-    faster than bincount); past 65535 components (a speckled mask) they are 32-bit.
+    16-bit ids reuse the caller's scratch buffer and let cv2.calcHist count areas (faster
+    than bincount, benchmarks/DESIGN.md); past 65535 components (a speckled mask) they
+    are 32-bit.
     """
     try:
         return cv2.connectedComponents(binary, buffer, connectivity, cv2.CV_16U)

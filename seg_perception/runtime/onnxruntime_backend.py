@@ -74,7 +74,7 @@ class OnnxRuntimeBackend(Backend):
     arrays preallocated per input shape, so a steady stream of frames allocates
     no output memory. Idle worker threads do not spin (``spin=False``): on a CPU
     shared with other nodes spinning threads steal the cores the OpenCV stages
-    and everyone else need (benchmarks/RESULTS.md, "Design measurements").
+    and everyone else need (benchmarks/DESIGN.md).
     """
 
     PROVIDERS = {'cpu': 'CPUExecutionProvider', 'cuda': 'CUDAExecutionProvider',

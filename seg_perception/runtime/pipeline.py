@@ -12,20 +12,17 @@
        upsample + drivable + overlay, 'total' = the whole process() call)
 
 Where the resizing happens. The exported graph accepts frames of any size and
-resizes them itself, but on a CPU that costs more than OpenCV. ONNX Runtime profiles
-of the DeepLabV3+ Lite0 graph with a 1080p frame (2 CPU cores, benchmarks/RESULTS.md):
-the graph's cast, transpose and bilinear resize at 1080p cost about 12 ms more than
-when it is fed the network size, against 1 ms for cv2.resize; bilinear upsampling of
-the 19-channel logits to 1080p plus the argmax there took 67 + 40 ms, against 14 ms
-for the argmax at network size and 0.6 ms for nearest upsampling of the class ids.
-So, for a graph exported with ``output_resolution='network'``, the pipeline resizes
-each frame with cv2.resize (INTER_LINEAR, the same half-pixel bilinear as the graph)
-into one network-size batch for all cameras, and upsamples the network-size class
-ids with cv2 INTER_NEAREST_EXACT (pixel-centre aligned). Against bilinear upsampling
-of the logits and argmax at 1080p that agrees on 99.85 % of pixels on road scenes
-(comma10k masks made into smooth logits); the differences are one-pixel shifts
-along class boundaries. A graph exported with ``output_resolution='camera'`` is
-fed the frames at their own size, grouped by resolution (one call per
+resizes them itself, but on a CPU its cast, transpose and bilinear resize of a
+camera-size frame cost much more than cv2.resize, and bilinear upsampling of the
+logits to camera size plus the argmax there cost far more than an argmax at network
+size and nearest upsampling of the class ids (benchmarks/DESIGN.md). So, for a graph
+exported with ``output_resolution='network'``, the pipeline resizes each frame with
+cv2.resize (INTER_LINEAR, the same half-pixel bilinear as the graph) into one
+network-size batch for all cameras, and upsamples the network-size class ids with
+cv2 INTER_NEAREST_EXACT (pixel-centre aligned). The labels differ from those of
+bilinear logits upsampling only by shifts along class boundaries (agreement on real
+frames: benchmarks/DESIGN.md). A graph exported with ``output_resolution='camera'``
+is fed the frames at their own size, grouped by resolution (one call per
 resolution), and keeps its exact boundaries: ``resize='auto'`` follows the graph;
 force either with ``resize='pipeline'`` or ``resize='graph'``.
 
