@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from seg_perception.runtime import quantize  # noqa: E402
+from seg_perception.deploy import quantize  # noqa: E402
 
 
 def cpu_name() -> str:

@@ -65,9 +65,9 @@ def run_config(config: dict) -> dict:
     print(f'bench: {label} ...', file=sys.stderr, flush=True)
     env = dict(os.environ)
     if config['kind'] != 'pipeline':
-        # Idle OpenMP threads in torch busy-wait by default; on a shared CPU that made the
-        # naive forward 3-8x slower here. Passive waiting is the fair comparison with our
-        # ONNX Runtime session, whose threads do not spin either.
+        # Idle OpenMP threads in torch busy-wait by default, which on a shared CPU slows the
+        # naive forward down badly. Passive waiting is the fair comparison with our ONNX
+        # Runtime session, whose threads do not spin either (benchmarks/DESIGN.md).
         env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     done = subprocess.run([sys.executable, '-m', __name__, json.dumps(config)],
                           capture_output=True, text=True, env=env)
