@@ -170,7 +170,7 @@ class DrivableGrid:
         x, y, yaw = planar_pose(pose)
         self._evidence.fill(0)
         for index, view in enumerate(views):
-            self._add_evidence(view, f'camera view {index}')
+            self._add_evidence(view, f'camera view {index}', first=index == 0)
         self._age(stamp)
         self._follow(x, y)
         self._warp(x, y, yaw)
@@ -180,7 +180,7 @@ class DrivableGrid:
             self._log_odds += self._warped
             np.clip(self._log_odds, -self.max_log_odds, self.max_log_odds, out=self._log_odds)
 
-    def _add_evidence(self, view: CameraView, what: str) -> None:
+    def _add_evidence(self, view: CameraView, what: str, first: bool) -> None:
         drivable = _image(view.drivable, f'{what}: drivable')
         size = drivable.shape
         table = self._table(view, size, what)
@@ -189,14 +189,19 @@ class DrivableGrid:
         if view.confidence is not None:
             confidence = _confidence(view.confidence, f'{what}: confidence', size)
             evidence *= np.take(self._weight_lut, np.take(confidence.reshape(-1), table.pixels))
-        # Each cell appears once per table, so the buffered += adds every camera's share.
-        self._evidence.reshape(-1)[table.cells] += evidence
+        # Each cell appears once per table, so the buffered += adds every camera's share;
+        # the first camera's only has zeros to add to, and a plain store is half the work.
+        if first:
+            self._evidence.reshape(-1)[table.cells] = evidence
+        else:
+            self._evidence.reshape(-1)[table.cells] += evidence
 
     def _table(self, view: CameraView, size, what: str) -> CellLookup:
-        transform = rigid_transform(view.camera_to_vehicle, f'{what}: camera → vehicle transform')
-        key = (view.camera, transform_key(transform), size)
+        key = (view.camera, transform_key(view.camera_to_vehicle), size)
         table = self._tables.get(key, lambda: build_cell_lookup(
-            view.camera, transform, size, self._side, self.resolution, self.plane))
+            view.camera, rigid_transform(view.camera_to_vehicle,
+                                         f'{what}: camera → vehicle transform'),
+            size, self._side, self.resolution, self.plane))
         if view.ego is None:
             return table
         ego = view.ego

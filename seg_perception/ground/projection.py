@@ -83,12 +83,12 @@ class GroundProjector:
         ``camera_to_ground``: 4×4, maps optical-frame points into the ground frame (tf2's
         ``lookup_transform(ground_frame, optical_frame)``).
         """
-        transform = rigid_transform(camera_to_ground, 'camera → ground transform')
         size = (int(size[0]), int(size[1]))
-        key = (camera, transform_key(transform), size)
-        return self._points.get(key, lambda: self._compute(camera, transform, size))
+        key = (camera, transform_key(camera_to_ground), size)
+        return self._points.get(key, lambda: self._compute(camera, camera_to_ground, size))
 
-    def _compute(self, camera: CameraModel, transform: np.ndarray, size) -> np.ndarray:
+    def _compute(self, camera: CameraModel, camera_to_ground, size) -> np.ndarray:
+        transform = rigid_transform(camera_to_ground, 'camera → ground transform')
         scaled = camera.scaled(*size)
         rays = self._rays.get(scaled, scaled.pixel_rays)
         points = intersect(rays, transform, self.plane).astype(np.float32)

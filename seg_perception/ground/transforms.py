@@ -49,6 +49,7 @@ def planar_pose(transform: np.ndarray) -> Tuple[float, float, float]:
             float(np.arctan2(transform[1, 0], transform[0, 0])))
 
 
-def transform_key(transform: np.ndarray) -> bytes:
-    """A cache key equal for equal transforms."""
+def transform_key(transform) -> bytes:
+    """A cache key equal for equal transforms (taken before checking them: the check is
+    only needed on a cache miss)."""
     return np.ascontiguousarray(transform, np.float64).tobytes()
