@@ -14,6 +14,10 @@ import numpy as np
 from seg_perception.errors import InvalidValueError, UnknownNameError
 
 Color = Tuple[int, int, int]
+# The id of the ego vehicle's own pixels (bonnet, mirrors) in a model's labels: outside every
+# class range, the 255 that LabelInfo also uses for "unlabelled".
+EGO_ID = 255
+EGO_NAME = 'ego_vehicle'
 
 
 @dataclass(frozen=True)

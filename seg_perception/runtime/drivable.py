@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from seg_perception.errors import InvalidValueError
+from seg_perception.labels import EGO_ID
 
 DRIVABLE = 255
 # Pixel-centre aligned nearest neighbour (plain INTER_NEAREST is shifted by half a pixel).
@@ -194,3 +195,38 @@ def fill_small_holes(mask: np.ndarray, max_area_px: int,
     np.take(lut, components, out=fill, mode='clip')   # 'clip': no temporary copy
     cv2.bitwise_or(mask, fill, dst=mask)
     return mask
+
+
+class EgoMasks:
+    """Applies per-camera ego-vehicle masks: ego pixels get EGO_ID and are never drivable.
+
+    A mask is H×W, non-zero = ego, at any size; it is resized (nearest, pixel-centre
+    aligned) once per result size and kept, keyed by the mask array itself: pass the same
+    array for a camera every frame, and a new array when its mask changes.
+    """
+
+    def __init__(self, max_entries: int = 64):
+        self.max_entries = max_entries
+        self._resized: Dict[Tuple[int, Tuple[int, int]], tuple] = {}
+
+    def apply(self, ego: np.ndarray, labels: np.ndarray, drivable: np.ndarray) -> None:
+        """Write the ego pixels into ``labels`` and ``drivable`` (both H×W uint8), in place."""
+        keep, ego_ids = self._at(ego, labels.shape)
+        cv2.bitwise_and(drivable, keep, dst=drivable)
+        cv2.bitwise_and(labels, keep, dst=labels)
+        cv2.bitwise_or(labels, ego_ids, dst=labels)
+
+    def _at(self, ego: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+        """(keep: 0 on ego / 255 elsewhere, ego_ids: EGO_ID on ego / 0) at ``size``."""
+        key = (id(ego), tuple(size))
+        entry = self._resized.get(key)
+        if entry is None:       # the entry holds the mask, so its id is not reused meanwhile
+            if len(self._resized) >= self.max_entries:
+                self._resized.clear()
+            binary = (ego != 0).view(np.uint8)
+            if binary.shape != tuple(size):
+                binary = cv2.resize(binary, (size[1], size[0]), interpolation=NEAREST)
+            keep = np.where(binary != 0, 0, 255).astype(np.uint8)
+            entry = self._resized[key] = (ego, keep, np.where(binary != 0, EGO_ID, 0)
+                                          .astype(np.uint8))
+        return entry[1], entry[2]

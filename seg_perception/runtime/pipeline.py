@@ -47,7 +47,8 @@ from seg_perception.choices import OUTPUT_RESOLUTIONS, check_choice
 from seg_perception.errors import InvalidValueError
 from seg_perception.runtime.backend import Backend
 from seg_perception.runtime.backends import create_backend
-from seg_perception.runtime.drivable import NEAREST, DrivableMasker, resolve_drivable_ids
+from seg_perception.runtime.drivable import (NEAREST, DrivableMasker, EgoMasks,
+                                             resolve_drivable_ids)
 
 LOG = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ class SegmentationPipeline:
         drivable_ids = resolve_drivable_ids(self.info.class_names, self.info.drivable_ids,
                                             drivable_classes)
         self.drivable = DrivableMasker(drivable_ids, keep_ego_region, fill_holes_px)
+        self.ego = EgoMasks()
         palette = np.zeros((256, 1, 3), np.uint8)
         palette[:self.info.num_classes, 0] = np.asarray(self.info.palette, np.uint8)
         self._palette = palette             # cv2.applyColorMap's user table: id -> RGB
@@ -135,7 +137,8 @@ class SegmentationPipeline:
 
     # -- the path -------------------------------------------------------------
     def process(self, frames: Sequence[np.ndarray],
-                encodings: Union[None, str, Sequence[str]] = None) -> List[SegResult]:
+                encodings: Union[None, str, Sequence[str]] = None,
+                ego_masks: Optional[Sequence[Optional[np.ndarray]]] = None) -> List[SegResult]:
         """Segment ``frames`` (one per camera); return one SegResult per frame, in order.
 
         ``encodings``: one per frame, one for all, or None (rgb8). A bad frame raises
@@ -143,6 +146,8 @@ class SegmentationPipeline:
         """
         start = time.perf_counter()
         frames, encodings = self._check(frames, encodings)
+        # ego_masks: one per frame (None: that camera has none), H×W, non-zero = ego, any size.
+        ego_masks = self._check_ego_masks(ego_masks, len(frames))
         results: List[Optional[SegResult]] = [None] * len(frames)
         for indices, feed_size in self._batches(frames):
             timings = [dict() for _ in indices]
@@ -168,7 +173,8 @@ class SegmentationPipeline:
             for slot, (index, timing) in enumerate(zip(indices, timings)):
                 timing['infer'] = infer_ms
                 results[index] = self._postprocess(frames[index], encodings[index], batch[slot],
-                                                   outputs, slot, index, timing)
+                                                   outputs, slot, index, timing,
+                                                   ego_masks[index])
         total_ms = _ms(start)
         for result in results:
             result.timings['total'] = total_ms
@@ -207,6 +213,20 @@ class SegmentationPipeline:
             checked.append(frame)
         return checked, encodings
 
+    @staticmethod
+    def _check_ego_masks(ego_masks, count: int) -> List[Optional[np.ndarray]]:
+        if ego_masks is None:
+            return [None] * count
+        ego_masks = list(ego_masks)
+        if len(ego_masks) != count:
+            raise InputError(f'{len(ego_masks)} ego masks for {count} frames')
+        for index, mask in enumerate(ego_masks):
+            if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim != 2
+                                     or mask.size == 0):
+                raise InputError(f'frame {index}: an ego mask must be a non-empty H×W array, '
+                                 f'got {getattr(mask, "shape", type(mask).__name__)}')
+        return ego_masks
+
     def _batches(self, frames) -> List[Tuple[List[int], Tuple[int, int]]]:
         """Which frames go into one backend call, and the size they are fed at."""
         groups: Dict[Tuple[int, int], List[int]] = {}
@@ -242,7 +262,8 @@ class SegmentationPipeline:
         cv2.cvtColor(frame, conversion, dst=slot)
 
     # -- upsample, drivable, overlay ------------------------------------------
-    def _postprocess(self, frame, encoding, rgb_fed, outputs, slot, index, timing) -> SegResult:
+    def _postprocess(self, frame, encoding, rgb_fed, outputs, slot, index, timing,
+                     ego=None) -> SegResult:
         t0 = time.perf_counter()
         if self.output_resolution == 'camera':
             size = frame.shape[:2]
@@ -262,6 +283,8 @@ class SegmentationPipeline:
         # From the smaller label image when upsampled (same mask, fewer pixels to process).
         source = network_labels if network_labels.size < labels.size else labels
         mask = self.drivable(source, out=self._output('drivable', index, size), size=size)
+        if ego is not None:
+            self.ego.apply(ego, labels, mask)
         timing['drivable'] = _ms(t0)
 
         t0 = time.perf_counter()
