@@ -287,7 +287,7 @@ def test_short_camvid_run_beats_stated_miou(tmp_path):
 # -- the pieces of the loop ---------------------------------------------------------
 
 def test_poly_schedule_with_warmup():
-    from seg_perception.training.utils import PolyWithWarmup
+    from seg_perception.training.schedule import PolyWithWarmup
     schedule = PolyWithWarmup(100, power=0.9, warmup_iterations=10, warmup_factor=0.1)
     assert schedule(0) == pytest.approx(0.1)
     assert schedule(5) == pytest.approx((1 - 0.05) ** 0.9 * 0.55)
@@ -297,7 +297,7 @@ def test_poly_schedule_with_warmup():
 
 
 def test_sampler_shards_one_permutation_and_resumes_mid_epoch():
-    from seg_perception.training.utils import ResumableSampler
+    from seg_perception.training.sampling import ResumableSampler
     data = list(range(10))
     single = ResumableSampler(data, 1, 0, seed=3)
     single.set_epoch(2)
@@ -317,7 +317,7 @@ def test_sampler_shards_one_permutation_and_resumes_mid_epoch():
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
     import random
     from seg_perception.models.checkpoint import save_checkpoint
-    from seg_perception.training.utils import capture_rng, restore_rng
+    from seg_perception.training.rng import capture_rng, restore_rng
     from tiny_seg_model import seeded_tiny, tiny_info
     torch.manual_seed(1)
     np.random.seed(2)
@@ -335,7 +335,7 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
 
 
 def test_amp_modes_on_the_cpu(caplog):
-    from seg_perception.training.utils import cpu_supports_bf16, resolve_amp
+    from seg_perception.training.precision import cpu_supports_bf16, resolve_amp
     cpu = torch.device('cpu')
     assert resolve_amp('off', cpu) == (None, False, 'fp32')
     bf16 = cpu_supports_bf16()

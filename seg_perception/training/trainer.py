@@ -1,8 +1,9 @@
-"""The training loop behind ``seg-perception train`` (see training.py for the CLI)."""
+"""The training loop behind ``seg-perception train`` (started by run.py)."""
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 from typing import Any, Dict, Optional
@@ -17,11 +18,17 @@ from seg_perception.training.distributed import (DistContext, all_gather_objects
                                                  barrier)
 from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
 from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo
-from seg_perception.training.utils import (LOGGER, Progress, PolyWithWarmup, ResumableSampler,
-                                           SeededSamples, ShardSampler, attach_log_file,
-                                           build_optimizer, capture_rng, resolve_amp, restore_rng,
-                                           seed_everything)
-from seg_perception.training.setup import build_criterion, log_config_changes, prediction_picture
+from seg_perception.training.config_changes import log_config_changes
+from seg_perception.training.criterion import build_criterion
+from seg_perception.training.optimizer import build_optimizer
+from seg_perception.training.pictures import prediction_picture
+from seg_perception.training.precision import resolve_amp
+from seg_perception.training.progress import Progress, attach_log_file
+from seg_perception.training.rng import capture_rng, restore_rng, seed_everything
+from seg_perception.training.sampling import ResumableSampler, SeededSamples, ShardSampler
+from seg_perception.training.schedule import PolyWithWarmup
+
+LOGGER = logging.getLogger('seg_perception.training')
 
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = ('train.max_iterations_this_run', 'train.workers', 'train.log_every',
