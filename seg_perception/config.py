@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from seg_perception.errors import InvalidValueError
+from seg_perception.files import write_text
 
 SECTIONS = ('model', 'data', 'loss', 'optimizer', 'schedule', 'train', 'deploy')
 AMP_MODES = ('auto', 'off', 'fp16', 'bf16')
@@ -203,9 +204,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = (),
 
 
 def dump_config(config: Mapping[str, Any], path: str) -> None:
-    """Write a config as YAML (the run's effective config, for the record)."""
-    with open(path, 'w', encoding='utf-8') as stream:
-        yaml.safe_dump(dict(config), stream, sort_keys=False, default_flow_style=None)
+    """Write a config as YAML (the run's effective config, for the record), atomically."""
+    write_text(path, yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None))
 
 
 # -- validation ---------------------------------------------------------------

@@ -52,9 +52,22 @@ def replaced_atomically(path: str, *, durable: bool = False,
         if readable:
             make_readable(temporary)
         os.replace(temporary, path)
+    except OSError as exc:
+        # A failed write (ENOSPC, EIO) names no file, and one on the temporary names a
+        # file the user never asked for: name the file being written.
+        if exc.filename is None or exc.filename == temporary:
+            raise _naming(exc, path) from exc
+        raise
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """``exc`` again (the same errno, so the same OSError subclass) with ``path`` as its file."""
+    if exc.errno is None:
+        return OSError(f'{exc}: {path!r}')
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), path)
 
 
 def write_text(path: str, text: str) -> None:

@@ -106,9 +106,8 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path, tiny_name, monke
     save_checkpoint(path, make_checkpoint(model, info, iteration=1))
     assert os.listdir(tmp_path) == ['atomic.pt']
 
-    def crash_half_way(obj, file, *args, **kwargs):
-        with open(file, 'wb') as stream:
-            stream.write(b'PK\x03\x04 half a checkpoint')
+    def crash_half_way(obj, stream, *args, **kwargs):
+        stream.write(b'PK\x03\x04 half a checkpoint')
         raise OSError('disk full')
 
     monkeypatch.setattr(torch, 'save', crash_half_way)

@@ -1,4 +1,5 @@
 """The one atomic-write helper behind models, checkpoints, reports, engines and caches."""
+import errno
 import os
 
 import pytest
@@ -68,3 +69,22 @@ def test_write_text_is_utf8(tmp_path):
     target = tmp_path / 'metrics.md'
     files.write_text(str(target), 'road 94.1 % · ego ✓\n')
     assert target.read_bytes().decode('utf-8') == 'road 94.1 % · ego ✓\n'
+
+
+def test_a_failed_write_names_the_file_being_written(tmp_path):
+    """A full disk's OSError names no file (or the temporary): the error names the target."""
+    target = tmp_path / 'last.pt'
+    target.write_bytes(b'the checkpoint before')
+    with pytest.raises(OSError) as caught:
+        with files.replaced_atomically(str(target)) as temporary:
+            with open(temporary, 'wb') as stream:
+                stream.write(b'half')
+            raise OSError(errno.ENOSPC, 'No space left on device')
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert str(target) in str(caught.value) and 'No space left on device' in str(caught.value)
+    with pytest.raises(PermissionError) as caught:              # the errno keeps its subclass
+        with files.replaced_atomically(str(target)) as temporary:
+            raise PermissionError(errno.EACCES, 'Permission denied', temporary)
+    assert caught.value.filename == str(target)
+    assert target.read_bytes() == b'the checkpoint before'
+    assert _entries(tmp_path) == ['last.pt']

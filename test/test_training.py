@@ -195,6 +195,69 @@ def test_cli_reports_bad_input_in_one_line(camvid_root, tiny, tmp_path, capsys):
     assert bad_root in capsys.readouterr().err
 
 
+def write_tiny_config(path, camvid_root, tiny, iterations=4, checkpoint_every=2):
+    path.write_text(textwrap.dedent(f"""\
+        model: {{architecture: {tiny}}}
+        data: {{dataset: camvid, root: {camvid_root}, augment: {{crop: [32, 32]}}}}
+        schedule: {{iterations: {iterations}}}
+        train: {{batch_size: 4, workers: 0, eval_every: 100, checkpoint_every: {checkpoint_every}}}
+        deploy: {{input_size: [48, 64]}}
+        """))
+    return str(path)
+
+
+def last_error_line(capsys):
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('where', ['under a file', 'a file'])
+def test_output_that_cannot_be_a_folder_is_one_line(camvid_root, tiny, tmp_path, capsys, where):
+    """A read-only or not-creatable run folder (tests run as root, so a file stands in)."""
+    config = write_tiny_config(tmp_path / 'tiny.yaml', camvid_root, tiny)
+    blocker = tmp_path / 'blocker'
+    blocker.write_text('not a folder')
+    out = blocker / 'run' if where == 'under a file' else blocker
+    assert cli.main(['train', '--config', config, '--output', str(out)]) == 2
+    line = last_error_line(capsys)
+    assert line.startswith('seg-perception train: error: ') and str(out) in line
+    assert ('Not a directory' if where == 'under a file' else 'the run folder is a file') in line
+    assert blocker.read_text() == 'not a folder'
+
+
+def test_full_disk_while_writing_a_checkpoint(camvid_root, tiny, tmp_path, capsys, monkeypatch):
+    """ENOSPC on the second last.pt: one line naming it, the first last.pt kept, no temporary.
+
+    The temporary of that write is made a link to /dev/full, so the kernel itself reports
+    the full disk to whatever writes the checkpoint.
+    """
+    import tempfile
+    if not os.path.exists('/dev/full'):
+        pytest.skip('needs /dev/full')
+    real_mkstemp = tempfile.mkstemp
+    checkpoints = []
+
+    def mkstemp_on_a_full_disk(*args, **kwargs):
+        handle, name = real_mkstemp(*args, **kwargs)
+        if os.path.basename(name).startswith('.last.pt.'):
+            checkpoints.append(name)
+            if len(checkpoints) == 2:
+                os.remove(name)
+                os.symlink('/dev/full', name)
+        return handle, name
+
+    monkeypatch.setattr(tempfile, 'mkstemp', mkstemp_on_a_full_disk)
+    config = write_tiny_config(tmp_path / 'tiny.yaml', camvid_root, tiny)
+    out = tmp_path / 'run'
+    assert cli.main(['train', '--config', config, '--output', str(out)]) == 2
+    line = last_error_line(capsys)
+    assert line.startswith('seg-perception train: error: ')
+    assert str(out / 'last.pt') in line and 'No space left on device' in line
+    assert load_checkpoint(str(out / 'last.pt'))['iteration'] == 2     # the one before
+    assert not [n for n in os.listdir(out) if n.endswith('.tmp')]
+
+
 DDP_RUNNER = """\
 import sys
 sys.path.insert(0, {test_dir!r})

@@ -93,7 +93,10 @@ def save_checkpoint(path: Union[str, os.PathLike], state: Mapping[str, Any]) -> 
     state['format'] = CHECKPOINT_FORMAT
     ModelInfo.from_dict(state['model_info'])      # refuse to write an unusable description
     with replaced_atomically(path, durable=True) as temp_path:
-        torch.save(state, temp_path)
+        # Through a Python file: torch.save(state, path) reports a full disk as a
+        # RuntimeError from its C++ writer, a Python file as the OSError it is.
+        with open(temp_path, 'wb') as stream:
+            torch.save(state, stream)
     return path
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 from seg_perception.errors import InvalidValueError
 from seg_perception.models.checkpoint import load_checkpoint, offline_config, save_checkpoint
 from seg_perception.config import dump_config
+from seg_perception.files import write_text
 from seg_perception.training.distributed import (DistContext, all_gather_objects, all_reduce_mean,
                                                  barrier)
 from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
@@ -37,6 +39,13 @@ RESUME_FREE_KEYS = ('train.max_iterations_this_run', 'train.workers', 'train.log
 
 class TrainingDiverged(InvalidValueError, FloatingPointError):
     """The loss became NaN or infinite (a ValueError, so the CLI prints one line)."""
+
+
+def make_run_folder(path: str) -> None:
+    """Create the run folder; a file in its place is named as such, not as "File exists"."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, 'the run folder is a file', path)
+    os.makedirs(path, exist_ok=True)
 
 
 class Trainer:
@@ -237,7 +246,7 @@ class Trainer:
     def _open_outputs(self) -> None:
         if not self.ctx.is_main:
             return
-        os.makedirs(self.output_dir, exist_ok=True)
+        make_run_folder(self.output_dir)
         handler = attach_log_file(os.path.join(self.output_dir, 'train.log'))
         handler._seg_perception_run = True
         dump_config(self.config, os.path.join(self.output_dir, 'config.yaml'))
@@ -343,8 +352,8 @@ class Trainer:
                    'last_checkpoint': self.last_path,
                    'best_checkpoint': self.best_path if os.path.exists(self.best_path) else None}
         if self.ctx.is_main:
-            with open(os.path.join(self.output_dir, 'summary.json'), 'w') as stream:
-                json.dump(summary, stream, indent=2)
+            write_text(os.path.join(self.output_dir, 'summary.json'),
+                       json.dumps(summary, indent=2))
             state = 'finished' if summary['finished'] else 'stopped (resume with --resume)'
             LOGGER.info('%s at iteration %d/%d; best val mIoU %s', state, iteration, self.total,
                         'n/a' if summary['best_miou'] is None else f'{self.best_miou:.4f}')
