@@ -258,6 +258,30 @@ def test_full_disk_while_writing_a_checkpoint(camvid_root, tiny, tmp_path, capsy
     assert not [n for n in os.listdir(out) if n.endswith('.tmp')]
 
 
+def test_resume_clears_the_temporary_of_a_killed_checkpoint_write(camvid_root, tiny, tmp_path,
+                                                                  caplog):
+    """kill -9 during a write leaves '.last.pt.<pid>.<random>.tmp': the next run removes it
+    once its process is gone; other files, and temporaries of a live process, stay."""
+    import time
+    config = write_tiny_config(tmp_path / 'tiny.yaml', camvid_root, tiny)
+    out = tmp_path / 'run'
+    assert cli.main(['train', '--config', config, '--output', str(out),
+                     'train.max_iterations_this_run=2']) == 0
+    killed = subprocess.Popen([sys.executable, '-c', 'pass'])
+    killed.wait()
+    stale = out / f'.last.pt.{killed.pid}.x8k2m_q1.tmp'
+    live = out / f'.best.pt.{os.getpid()}.abcdefgh.tmp'
+    foreign = [out / 'notes.txt', out / f'.notes.txt.{killed.pid}.abcdefgh.tmp']
+    an_hour_ago = time.time() - 3600
+    for path in [stale, live] + foreign:
+        path.write_bytes(b'PK\x03\x04 half')
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    assert cli.main(['train', '--output', str(out), '--resume']) == 0
+    assert not stale.exists() and live.exists() and all(p.exists() for p in foreign)
+    assert f'removed {stale}' in caplog.text
+    assert load_checkpoint(str(out / 'last.pt'))['iteration'] == 4
+
+
 DDP_RUNNER = """\
 import sys
 sys.path.insert(0, {test_dir!r})

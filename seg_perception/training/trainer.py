@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from seg_perception.errors import InvalidValueError
 from seg_perception.models.checkpoint import load_checkpoint, offline_config, save_checkpoint
 from seg_perception.config import dump_config
-from seg_perception.files import write_text
+from seg_perception.files import remove_stale_temporaries, write_text
 from seg_perception.training.distributed import (DistContext, all_gather_objects, all_reduce_mean,
                                                  barrier)
 from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
@@ -32,6 +32,9 @@ from seg_perception.training.schedule import PolyWithWarmup
 
 LOGGER = logging.getLogger('seg_perception.training')
 
+# The files of a run folder written through files.replaced_atomically (class_weights.json
+# by criterion.build_criterion): a killed run's temporaries of these are cleared.
+RUN_FILES = ('last.pt', 'best.pt', 'config.yaml', 'summary.json', 'class_weights.json')
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = ('train.max_iterations_this_run', 'train.workers', 'train.log_every',
                     'train.device', 'train.threads', 'data.root')
@@ -249,6 +252,9 @@ class Trainer:
         make_run_folder(self.output_dir)
         handler = attach_log_file(os.path.join(self.output_dir, 'train.log'))
         handler._seg_perception_run = True
+        for path in remove_stale_temporaries(self.output_dir, RUN_FILES):
+            LOGGER.warning('removed %s: the temporary of a write whose process was killed',
+                           path)
         dump_config(self.config, os.path.join(self.output_dir, 'config.yaml'))
         try:
             from torch.utils.tensorboard import SummaryWriter
