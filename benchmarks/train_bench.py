@@ -29,7 +29,8 @@ from seg_perception.data import build_dataset, build_transforms, \
     label_space_for_config  # noqa: E402
 from seg_perception.training.losses import build_loss  # noqa: E402
 from seg_perception.models import build_model  # noqa: E402
-from seg_perception.training.utils import build_optimizer, resolve_amp  # noqa: E402
+from seg_perception.training.optimizer import build_optimizer  # noqa: E402
+from seg_perception.training.precision import resolve_amp  # noqa: E402
 
 
 def parse_size(text: str):

@@ -11,9 +11,12 @@ A config has eight sections::
     deploy:     input_size (H, W) the exported network runs at
     (any other top-level key is an error, so a typo cannot silently change nothing)
 
-The model, data and loss sections belong to their builders, which check them; this
-module checks the sections the training loop reads, and names the bad key in every
-error (``train.batch_size must be a positive integer, got 'eight'``).
+This module checks the sections the training loop reads, and names the bad key in every
+error (``train.batch_size must be a positive integer, got 'eight'``). The values of the
+model, data and loss sections belong to their builders, which check them; their keys
+are checked here (loss) or by the builders' packages through ``check_keys`` (data: the
+dataset's keys, model: the architecture's keyword arguments, see
+training/config_keys.py), so that a misspelt key is an error, never silently unused.
 """
 from __future__ import annotations
 
@@ -25,12 +28,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from seg_perception.errors import InvalidValueError
+from seg_perception.files import write_text
 
 SECTIONS = ('model', 'data', 'loss', 'optimizer', 'schedule', 'train', 'deploy')
 AMP_MODES = ('auto', 'off', 'fp16', 'bf16')
 OPTIMIZERS = ('sgd', 'adamw')
 LR_POLICIES = ('poly', 'constant')
 DEVICES = ('auto', 'cpu', 'cuda')
+# The keys of loss: (training.losses.build_loss reads them; this list is its list).
+LOSS_KEYS = ('terms', 'aux_weight', 'class_weighting', 'class_weights')
 
 DEFAULTS: Dict[str, Dict[str, Any]] = {
     'model': {},
@@ -198,9 +204,8 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = (),
 
 
 def dump_config(config: Mapping[str, Any], path: str) -> None:
-    """Write a config as YAML (the run's effective config, for the record)."""
-    with open(path, 'w', encoding='utf-8') as stream:
-        yaml.safe_dump(dict(config), stream, sort_keys=False, default_flow_style=None)
+    """Write a config as YAML (the run's effective config, for the record), atomically."""
+    write_text(path, yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None))
 
 
 # -- validation ---------------------------------------------------------------
@@ -210,6 +215,14 @@ def _unknown_message(key: str, known: Sequence[str], prefix: str) -> str:
     hint = f' (did you mean {prefix}{close[0]}?)' if close else ''
     return (f'unknown config key {prefix}{key}{hint}; known keys here: '
             f'{", ".join(prefix + k for k in known)}')
+
+
+def check_keys(values: Mapping[str, Any], known: Sequence[str], section: str) -> None:
+    """Raise ConfigError for the first key of ``values`` (the ``section`` part of a config,
+    dotted for a sub-section) that is not in ``known``, with the closest known key."""
+    for key in values:
+        if key not in known:
+            raise ConfigError(_unknown_message(str(key), list(known), f'{section}.'))
 
 
 def _number(kind: type, low: Optional[float] = None, high: Optional[float] = None,
@@ -312,9 +325,7 @@ def validate_config(config: Dict[str, Any]) -> None:
     """Check (and normalise in place) the sections the training loop reads."""
     for section, fields in SCHEMA.items():
         values = config[section]
-        for key in values:
-            if key not in fields:
-                raise ConfigError(_unknown_message(key, list(fields), f'{section}.'))
+        check_keys(values, list(fields), section)
         for key, check in fields.items():
             values[key] = check(values.get(key), f'{section}.{key}')
     model = config['model']
@@ -323,6 +334,7 @@ def validate_config(config: Dict[str, Any]) -> None:
         raise ConfigError('model.architecture is required (e.g. deeplabv3plus); '
                           '`seg-perception models` lists them')
     loss = config['loss']
+    check_keys(loss, LOSS_KEYS, 'loss')
     if 'aux_weight' in loss:
         loss['aux_weight'] = _number(float, 0.0)(loss['aux_weight'], 'loss.aux_weight')
     schedule = config['schedule']

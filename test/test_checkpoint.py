@@ -1,5 +1,7 @@
 """Checkpoints: atomic round trip, weights_only loading, and a clear error for each bad file."""
+import builtins
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -23,6 +25,26 @@ class CodeOnLoad:
 
     def __reduce__(self):
         return (_record_execution, ('payload ran',))
+
+
+class ShellOnLoad:
+    """Unpickling this runs a shell command (os.system) that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+class EvalOnLoad:
+    """Unpickling this evaluates Python source (builtins.eval) that creates a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.eval, (f'open({str(self.marker)!r}, "w").close()',))
 
 
 @pytest.fixture
@@ -84,9 +106,8 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path, tiny_name, monke
     save_checkpoint(path, make_checkpoint(model, info, iteration=1))
     assert os.listdir(tmp_path) == ['atomic.pt']
 
-    def crash_half_way(obj, file, *args, **kwargs):
-        with open(file, 'wb') as stream:
-            stream.write(b'PK\x03\x04 half a checkpoint')
+    def crash_half_way(obj, stream, *args, **kwargs):
+        stream.write(b'PK\x03\x04 half a checkpoint')
         raise OSError('disk full')
 
     monkeypatch.setattr(torch, 'save', crash_half_way)
@@ -127,6 +148,28 @@ def test_load_uses_weights_only_and_runs_no_pickled_code(tmp_path, tiny_name):
     assert EXECUTED == []
 
 
+@pytest.mark.parametrize('payload, name', [(ShellOnLoad, 'system'), (EvalOnLoad, 'eval')])
+@pytest.mark.parametrize('container', ['torch.save', 'legacy pickle'])
+def test_code_executing_checkpoint_is_refused_as_such(tmp_path, tiny_name, payload, name,
+                                                      container):
+    marker = tmp_path / 'payload-ran'
+    state = make_checkpoint(seeded_tiny(), tiny_info())
+    state['payload'] = payload(marker)
+    path = tmp_path / 'malicious.pt'
+    if container == 'torch.save':
+        torch.save(state, path)
+    else:
+        with open(path, 'wb') as stream:       # a bare pickle, as torch < 1.6 wrote them
+            pickle.dump({'payload': payload(marker)}, stream, protocol=2)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert not marker.exists()
+    assert message.startswith(f'{path} asks to run code when loaded (pickle global ')
+    assert name in message and 'refused' in message and '\n' not in message
+    assert 'corrupt' not in message and 'weights_only' not in message
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match='checkpoint not found: .*nowhere.pt'):
         load_checkpoint(tmp_path / 'nowhere.pt')
@@ -143,8 +186,9 @@ def test_corrupt_or_truncated_file_names_the_file(saved, damage):
                    'empty': b''}[damage]
     with open(path, 'wb') as stream:
         stream.write(replacement)
-    with pytest.raises(CheckpointError, match=r'tiny\.pt is corrupt or truncated'):
+    with pytest.raises(CheckpointError, match=r'tiny\.pt is corrupt or truncated') as caught:
         load_checkpoint(path)
+    assert 'weights_only' not in str(caught.value) and 'run code' not in str(caught.value)
 
 
 def test_file_that_is_not_a_seg_perception_checkpoint(tmp_path):

@@ -3,6 +3,7 @@ import glob
 import os
 
 import pytest
+import yaml
 
 from seg_perception.config import ConfigError, apply_overrides, load_config
 
@@ -140,3 +141,38 @@ def test_section_that_is_not_a_mapping_is_refused():
 def test_no_config_at_all_is_an_error():
     with pytest.raises(ConfigError, match='no config given'):
         load_config()
+
+
+@pytest.mark.parametrize('override, message', [
+    ('data.eval_resise=[360,480]', 'data.eval_resise (did you mean data.eval_resize?)'),
+    ('data.skip_corupt=true', 'data.skip_corupt (did you mean data.skip_corrupt?)'),
+    ('data.drivable_clases=[road]', 'data.drivable_clases (did you mean data.drivable_classes?)'),
+    ('data.image_dir=images', 'unknown config key data.image_dir; known keys here: data.dataset'),
+    ('model.bakbone=resnet18', 'model.bakbone (did you mean model.backbone?)'),
+    ('model.output_strid=8', 'model.output_strid (did you mean model.output_stride?)'),
+    ('model.architecture=deeplabv3pls', "model.architecture 'deeplabv3pls' is not an "
+                                        'architecture (did you mean deeplabv3plus?)'),
+    ('loss.aux_wieght=0.2', 'loss.aux_wieght (did you mean loss.aux_weight?)'),
+    ('optimizer.momentun=0.8', 'optimizer.momentun (did you mean optimizer.momentum?)'),
+    ('deploy.input_sise=[360,480]', 'deploy.input_sise (did you mean deploy.input_size?)'),
+])
+def test_train_names_a_misspelt_key_in_one_line(tmp_path, capsys, override, message):
+    """Every section's keys are checked before the run folder is made: exit 2, one line."""
+    from seg_perception import cli
+    path = tmp_path / 'config.yaml'
+    path.write_text(yaml.safe_dump(MINIMAL))
+    out = tmp_path / 'run'
+    assert cli.main(['train', '--config', str(path), '--output', str(out), override]) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    assert err.strip().splitlines()[-1].startswith('seg-perception train: error: ')
+    assert message in err.strip().splitlines()[-1]
+    assert not out.exists()
+
+
+def test_model_keys_follow_a_builder_that_forwards_its_settings():
+    from seg_perception.training.config_keys import model_keys
+    # unet(num_classes, **config) passes config to UNet: its keyword arguments count
+    assert {'base_width', 'depth', 'dropout'} <= set(model_keys('unet'))
+    assert model_keys('deeplabv3plus')[:2] == ['architecture', 'backbone']
+    assert 'num_classes' not in model_keys('fcn8s')

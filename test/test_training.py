@@ -195,6 +195,93 @@ def test_cli_reports_bad_input_in_one_line(camvid_root, tiny, tmp_path, capsys):
     assert bad_root in capsys.readouterr().err
 
 
+def write_tiny_config(path, camvid_root, tiny, iterations=4, checkpoint_every=2):
+    path.write_text(textwrap.dedent(f"""\
+        model: {{architecture: {tiny}}}
+        data: {{dataset: camvid, root: {camvid_root}, augment: {{crop: [32, 32]}}}}
+        schedule: {{iterations: {iterations}}}
+        train: {{batch_size: 4, workers: 0, eval_every: 100, checkpoint_every: {checkpoint_every}}}
+        deploy: {{input_size: [48, 64]}}
+        """))
+    return str(path)
+
+
+def last_error_line(capsys):
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize('where', ['under a file', 'a file'])
+def test_output_that_cannot_be_a_folder_is_one_line(camvid_root, tiny, tmp_path, capsys, where):
+    """A read-only or not-creatable run folder (tests run as root, so a file stands in)."""
+    config = write_tiny_config(tmp_path / 'tiny.yaml', camvid_root, tiny)
+    blocker = tmp_path / 'blocker'
+    blocker.write_text('not a folder')
+    out = blocker / 'run' if where == 'under a file' else blocker
+    assert cli.main(['train', '--config', config, '--output', str(out)]) == 2
+    line = last_error_line(capsys)
+    assert line.startswith('seg-perception train: error: ') and str(out) in line
+    assert ('Not a directory' if where == 'under a file' else 'the run folder is a file') in line
+    assert blocker.read_text() == 'not a folder'
+
+
+def test_full_disk_while_writing_a_checkpoint(camvid_root, tiny, tmp_path, capsys, monkeypatch):
+    """ENOSPC on the second last.pt: one line naming it, the first last.pt kept, no temporary.
+
+    The temporary of that write is made a link to /dev/full, so the kernel itself reports
+    the full disk to whatever writes the checkpoint.
+    """
+    import tempfile
+    if not os.path.exists('/dev/full'):
+        pytest.skip('needs /dev/full')
+    real_mkstemp = tempfile.mkstemp
+    checkpoints = []
+
+    def mkstemp_on_a_full_disk(*args, **kwargs):
+        handle, name = real_mkstemp(*args, **kwargs)
+        if os.path.basename(name).startswith('.last.pt.'):
+            checkpoints.append(name)
+            if len(checkpoints) == 2:
+                os.remove(name)
+                os.symlink('/dev/full', name)
+        return handle, name
+
+    monkeypatch.setattr(tempfile, 'mkstemp', mkstemp_on_a_full_disk)
+    config = write_tiny_config(tmp_path / 'tiny.yaml', camvid_root, tiny)
+    out = tmp_path / 'run'
+    assert cli.main(['train', '--config', config, '--output', str(out)]) == 2
+    line = last_error_line(capsys)
+    assert line.startswith('seg-perception train: error: ')
+    assert str(out / 'last.pt') in line and 'No space left on device' in line
+    assert load_checkpoint(str(out / 'last.pt'))['iteration'] == 2     # the one before
+    assert not [n for n in os.listdir(out) if n.endswith('.tmp')]
+
+
+def test_resume_clears_the_temporary_of_a_killed_checkpoint_write(camvid_root, tiny, tmp_path,
+                                                                  caplog):
+    """kill -9 during a write leaves '.last.pt.<pid>.<random>.tmp': the next run removes it
+    once its process is gone; other files, and temporaries of a live process, stay."""
+    import time
+    config = write_tiny_config(tmp_path / 'tiny.yaml', camvid_root, tiny)
+    out = tmp_path / 'run'
+    assert cli.main(['train', '--config', config, '--output', str(out),
+                     'train.max_iterations_this_run=2']) == 0
+    killed = subprocess.Popen([sys.executable, '-c', 'pass'])
+    killed.wait()
+    stale = out / f'.last.pt.{killed.pid}.x8k2m_q1.tmp'
+    live = out / f'.best.pt.{os.getpid()}.abcdefgh.tmp'
+    foreign = [out / 'notes.txt', out / f'.notes.txt.{killed.pid}.abcdefgh.tmp']
+    an_hour_ago = time.time() - 3600
+    for path in [stale, live] + foreign:
+        path.write_bytes(b'PK\x03\x04 half')
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    assert cli.main(['train', '--output', str(out), '--resume']) == 0
+    assert not stale.exists() and live.exists() and all(p.exists() for p in foreign)
+    assert f'removed {stale}' in caplog.text
+    assert load_checkpoint(str(out / 'last.pt'))['iteration'] == 4
+
+
 DDP_RUNNER = """\
 import sys
 sys.path.insert(0, {test_dir!r})
@@ -287,7 +374,7 @@ def test_short_camvid_run_beats_stated_miou(tmp_path):
 # -- the pieces of the loop ---------------------------------------------------------
 
 def test_poly_schedule_with_warmup():
-    from seg_perception.training.utils import PolyWithWarmup
+    from seg_perception.training.schedule import PolyWithWarmup
     schedule = PolyWithWarmup(100, power=0.9, warmup_iterations=10, warmup_factor=0.1)
     assert schedule(0) == pytest.approx(0.1)
     assert schedule(5) == pytest.approx((1 - 0.05) ** 0.9 * 0.55)
@@ -297,7 +384,7 @@ def test_poly_schedule_with_warmup():
 
 
 def test_sampler_shards_one_permutation_and_resumes_mid_epoch():
-    from seg_perception.training.utils import ResumableSampler
+    from seg_perception.training.sampling import ResumableSampler
     data = list(range(10))
     single = ResumableSampler(data, 1, 0, seed=3)
     single.set_epoch(2)
@@ -317,7 +404,7 @@ def test_sampler_shards_one_permutation_and_resumes_mid_epoch():
 def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
     import random
     from seg_perception.models.checkpoint import save_checkpoint
-    from seg_perception.training.utils import capture_rng, restore_rng
+    from seg_perception.training.rng import capture_rng, restore_rng
     from tiny_seg_model import seeded_tiny, tiny_info
     torch.manual_seed(1)
     np.random.seed(2)
@@ -335,7 +422,7 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
 
 
 def test_amp_modes_on_the_cpu(caplog):
-    from seg_perception.training.utils import cpu_supports_bf16, resolve_amp
+    from seg_perception.training.precision import cpu_supports_bf16, resolve_amp
     cpu = torch.device('cpu')
     assert resolve_amp('off', cpu) == (None, False, 'fp32')
     bf16 = cpu_supports_bf16()

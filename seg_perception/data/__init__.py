@@ -40,17 +40,22 @@ The ``data:`` section of a training config is a dict with these keys:
         elastic: {alpha: 0, sigma: 0}   # elastic deformation (U-Net), alpha in pixels
 
     Masks are padded with the label space's ignore id and always resampled nearest.
+
+Any other key (or a dataset-specific key under another dataset) is a ``ConfigError``
+naming it, with the closest known key.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+from seg_perception.config import check_keys
 from seg_perception.errors import InvalidValueError
 from seg_perception.labels import CAMVID, CITYSCAPES, BDD100K_DRIVABLE, LabelSpace, get_label_space
 from seg_perception.data.common import (CorruptFileError, DatasetError, LabelValueError,
                                         MissingDataError, SegmentationDataset)
 
 __all__ = ['build_dataset', 'build_transforms', 'label_space_for_config', 'DATASETS',
+           'DATA_KEYS', 'data_keys',
            'SegmentationDataset', 'DatasetError', 'MissingDataError', 'LabelValueError',
            'CorruptFileError']
 
@@ -64,6 +69,16 @@ DATASETS = {
     'folder': ('folder', 'FolderDataset', None),
 }
 _FOLDER_KEYS = ('image_dir', 'mask_dir', 'mask_suffix', 'id_map')
+# The keys of a data: section that this package reads (see the docstring above): those
+# of every dataset, and those of one dataset only.
+DATA_KEYS = ('dataset', 'root', 'train_split', 'val_split', 'drivable_classes',
+             'skip_corrupt', 'eval_resize', 'augment')
+DATASET_KEYS = {'folder': ('label_space',) + _FOLDER_KEYS, 'apolloscape': ('records',)}
+
+
+def data_keys(dataset: str) -> tuple:
+    """The keys a ``data:`` section for ``dataset`` may hold."""
+    return DATA_KEYS + DATASET_KEYS.get(dataset, ())
 
 
 def _dataset_name(cfg: dict) -> str:
@@ -72,6 +87,7 @@ def _dataset_name(cfg: dict) -> str:
     name = str(cfg['dataset']).lower()
     if name not in DATASETS:
         raise InvalidValueError(f'unknown dataset {cfg["dataset"]!r}; known: {", ".join(DATASETS)}')
+    check_keys(cfg, data_keys(name), 'data')
     return name
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import inspect
 import os
-import pickle
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -94,7 +93,10 @@ def save_checkpoint(path: Union[str, os.PathLike], state: Mapping[str, Any]) -> 
     state['format'] = CHECKPOINT_FORMAT
     ModelInfo.from_dict(state['model_info'])      # refuse to write an unusable description
     with replaced_atomically(path, durable=True) as temp_path:
-        torch.save(state, temp_path)
+        # Through a Python file: torch.save(state, path) reports a full disk as a
+        # RuntimeError from its C++ writer, a Python file as the OSError it is.
+        with open(temp_path, 'wb') as stream:
+            torch.save(state, stream)
     return path
 
 
@@ -111,13 +113,43 @@ def _check_format(state: Any, source: str) -> Dict[str, Any]:
     return dict(state)
 
 
+# Lines of torch's load errors that are advice about torch.load, not about the file: the
+# advice to retry with weights_only off is exactly wrong for a file we refuse to trust.
+_TORCH_ADVICE = ('weights_only', 'weights only load failed', 'check the documentation',
+                 'safe_globals', 'trust the source', 'file an issue')
+# How torch's weights_only unpickler names a refused global, across versions:
+# "Unsupported global: GLOBAL builtins.eval was not an allowed global by default",
+# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked",
+# "Unsupported class os.system".
+_REFUSED_GLOBAL = re.compile(r'unsupported (?:global|class)\W+(?:GLOBAL\s+)?([A-Za-z_][\w.]*)',
+                             re.IGNORECASE)
+
+
 def _last_line(exc: BaseException) -> str:
-    """The informative line of torch's (often long) load error."""
+    """The informative line of torch's (often long) load error, without torch's advice."""
     text = str(exc)
     if 'WeightsUnpickler error:' in text:
         text = text.split('WeightsUnpickler error:', 1)[1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not any(a in line.lower() for a in _TORCH_ADVICE)]
     return f'{type(exc).__name__}: {lines[0][:200]}' if lines else type(exc).__name__
+
+
+def _refused_globals(path: str, exc: BaseException) -> list:
+    """The pickle globals (functions, classes) that made weights_only refuse ``path``.
+
+    Listed from the file's pickle without running it where torch can (zip checkpoints,
+    torch >= 2.5), else read from torch's message. Empty when the file is just damaged.
+    """
+    lister = getattr(torch.serialization, 'get_unsafe_globals_in_checkpoint', None)
+    if lister is not None:
+        try:
+            found = sorted(lister(path))
+        except Exception:  # noqa: BLE001 - damaged or legacy files: use the message
+            found = []
+        if found:
+            return found
+    return sorted(set(_REFUSED_GLOBAL.findall(str(exc))))
 
 
 def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
@@ -129,17 +161,14 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise CheckpointError(f'{path} is not a file')
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # weights_only met a class or function reference (anything else is damage).
-        forbidden = re.search(r'Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)', str(exc))
-        if forbidden:
-            raise CheckpointError(
-                f'{path} holds a pickled Python object ({forbidden.group(1)}), not only '
-                'tensors and plain data; refusing to load it because unpickling it could '
-                'run code') from None
-        raise CheckpointError(f'{path} is corrupt or truncated (not a readable torch '
-                              f'checkpoint): {_last_line(exc)}') from None
     except Exception as exc:  # noqa: BLE001 - zip, EOF and storage errors come in many types
+        refused = _refused_globals(path, exc)
+        if refused:
+            raise CheckpointError(
+                f'{path} asks to run code when loaded (pickle global {", ".join(refused)}, '
+                'which is not allowed: a checkpoint holds only tensors and plain data); '
+                'refused to load it, nothing in it was run (unpickling it could run code)'
+            ) from None
         raise CheckpointError(f'{path} is corrupt or truncated (not a readable torch '
                               f'checkpoint): {_last_line(exc)}') from None
     return _check_format(state, path)

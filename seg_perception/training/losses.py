@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seg_perception.config import LOSS_KEYS
 from seg_perception.errors import InvalidValueError
 from seg_perception.training.boundary_weights import boundary_weight_map
 
@@ -310,7 +311,7 @@ def build_loss(cfg: Optional[dict], num_classes: int, ignore_index: int,
     cfg = dict(cfg or {})
     if 'loss' in cfg and 'terms' not in cfg:        # the whole training config
         cfg = dict(cfg['loss'] or {})
-    known = {'terms', 'aux_weight', 'class_weighting', 'class_weights'}
+    known = set(LOSS_KEYS)
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise InvalidValueError(f'unknown loss option(s) {unknown}; known: {sorted(known)}')

@@ -29,7 +29,9 @@ def train(config: Dict[str, Any], output_dir: str, resume: Optional[str] = None
     ``resume`` is a checkpoint written by an earlier run of the same config. Without
     it, an existing ``output_dir/last.pt`` is an error rather than overwritten.
     """
+    from seg_perception.training.config_keys import check_config_keys
     from seg_perception.training.distributed import init_distributed, shutdown
+    check_config_keys(config)          # before anything is created or started
     ctx = init_distributed(config['train']['device'])
     try:
         from seg_perception.training.trainer import Trainer

@@ -1,8 +1,10 @@
-"""The training loop behind ``seg-perception train`` (see training.py for the CLI)."""
+"""The training loop behind ``seg-perception train`` (started by run.py)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
 import os
 from typing import Any, Dict, Optional
@@ -13,16 +15,26 @@ from torch.utils.data import DataLoader
 from seg_perception.errors import InvalidValueError
 from seg_perception.models.checkpoint import load_checkpoint, offline_config, save_checkpoint
 from seg_perception.config import dump_config
+from seg_perception.files import remove_stale_temporaries, write_text
 from seg_perception.training.distributed import (DistContext, all_gather_objects,
                                                  all_reduce_confusion, all_reduce_mean, barrier)
 from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
 from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo
-from seg_perception.training.utils import (LOGGER, Progress, PolyWithWarmup, ResumableSampler,
-                                           SeededSamples, ShardSampler, attach_log_file,
-                                           build_optimizer, capture_rng, resolve_amp, restore_rng,
-                                           seed_everything)
-from seg_perception.training.setup import build_criterion, log_config_changes, prediction_picture
+from seg_perception.training.config_changes import log_config_changes
+from seg_perception.training.criterion import build_criterion
+from seg_perception.training.optimizer import build_optimizer
+from seg_perception.training.pictures import prediction_picture
+from seg_perception.training.precision import resolve_amp
+from seg_perception.training.progress import Progress, attach_log_file
+from seg_perception.training.rng import capture_rng, restore_rng, seed_everything
+from seg_perception.training.sampling import ResumableSampler, SeededSamples, ShardSampler
+from seg_perception.training.schedule import PolyWithWarmup
 
+LOGGER = logging.getLogger('seg_perception.training')
+
+# The files of a run folder written through files.replaced_atomically (class_weights.json
+# by criterion.build_criterion): a killed run's temporaries of these are cleared.
+RUN_FILES = ('last.pt', 'best.pt', 'config.yaml', 'summary.json', 'class_weights.json')
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = ('train.max_iterations_this_run', 'train.workers', 'train.log_every',
                     'train.device', 'train.threads', 'data.root')
@@ -30,6 +42,13 @@ RESUME_FREE_KEYS = ('train.max_iterations_this_run', 'train.workers', 'train.log
 
 class TrainingDiverged(InvalidValueError, FloatingPointError):
     """The loss became NaN or infinite (a ValueError, so the CLI prints one line)."""
+
+
+def make_run_folder(path: str) -> None:
+    """Create the run folder; a file in its place is named as such, not as "File exists"."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, 'the run folder is a file', path)
+    os.makedirs(path, exist_ok=True)
 
 
 class Trainer:
@@ -230,9 +249,12 @@ class Trainer:
     def _open_outputs(self) -> None:
         if not self.ctx.is_main:
             return
-        os.makedirs(self.output_dir, exist_ok=True)
+        make_run_folder(self.output_dir)
         handler = attach_log_file(os.path.join(self.output_dir, 'train.log'))
         handler._seg_perception_run = True
+        for path in remove_stale_temporaries(self.output_dir, RUN_FILES):
+            LOGGER.warning('removed %s: the temporary of a write whose process was killed',
+                           path)
         dump_config(self.config, os.path.join(self.output_dir, 'config.yaml'))
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -336,8 +358,8 @@ class Trainer:
                    'last_checkpoint': self.last_path,
                    'best_checkpoint': self.best_path if os.path.exists(self.best_path) else None}
         if self.ctx.is_main:
-            with open(os.path.join(self.output_dir, 'summary.json'), 'w') as stream:
-                json.dump(summary, stream, indent=2)
+            write_text(os.path.join(self.output_dir, 'summary.json'),
+                       json.dumps(summary, indent=2))
             state = 'finished' if summary['finished'] else 'stopped (resume with --resume)'
             LOGGER.info('%s at iteration %d/%d; best val mIoU %s', state, iteration, self.total,
                         'n/a' if summary['best_miou'] is None else f'{self.best_miou:.4f}')
