@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from tiny_seg_model import TINY_NAME, registered_tiny_model, seeded_tiny, tiny_info
+from tiny_seg_model import TINY_NAME, seeded_tiny, tiny_info
 
 from seg_perception.models.checkpoint import (CHECKPOINT_FORMAT, CheckpointError,
                                               build_model_from_checkpoint, load_checkpoint,
@@ -23,12 +23,6 @@ class CodeOnLoad:
 
     def __reduce__(self):
         return (_record_execution, ('payload ran',))
-
-
-@pytest.fixture
-def tiny_name():
-    with registered_tiny_model() as name:
-        yield name
 
 
 @pytest.fixture
