@@ -1,6 +1,6 @@
 """Shared pieces of the evaluate tests: a model whose predictions are known in advance.
 
-``PaletteNet`` is a nearest-colour classifier (a 1×1 convolution with set weights): a
+The model is a ColourNet (colour_net.py) given the label palette as its colours: a
 pixel painted in class k's palette colour is predicted as k, so the confusion matrix
 of a synthetic dataset follows from its images and masks alone.
 """
@@ -8,60 +8,28 @@ import os
 
 import cv2
 import numpy as np
-import pytest
-import torch
-from torch import nn
+from colour_net import ARCHITECTURE, ColourNet
 
-from seg_perception import models
 from seg_perception.cli import main as cli_main
 from seg_perception.model_info import LITE0_MEAN, LITE0_STD, ModelInfo
-from seg_perception.models.base import SegmentationModel
 
-ARCH = 'test_eval_palette_net'
 PALETTE4 = [[200, 0, 0], [0, 200, 0], [0, 0, 200], [250, 250, 250]]
 NAMES4 = ['road', 'grass', 'sky', 'wall']
 SIZE = (32, 64)                # network input size (H, W)
 
 
-class PaletteNet(SegmentationModel):
-    """Logit_k = -|x - p_k|^2 + |x|^2 on the normalised scale: nearest palette colour."""
-
-    size_multiple = 1
-
-    def __init__(self, num_classes, palette):
-        super().__init__(num_classes)
-        self.classify = nn.Conv2d(3, num_classes, 1)
-        prototypes = torch.tensor(palette, dtype=torch.float32) / 127.5 - 1   # mean=std=0.5
-        with torch.no_grad():
-            self.classify.weight.copy_((2 * prototypes).view(num_classes, 3, 1, 1))
-            self.classify.bias.copy_(-(prototypes ** 2).sum(1))
-
-    def forward_padded(self, x):
-        return self.classify(x)
-
-
-@pytest.fixture
-def palette_arch():
-    """Register PaletteNet while the test runs, so checkpoints can rebuild it."""
-    models.list_models()
-    models.register_model(ARCH)(lambda num_classes, palette: PaletteNet(num_classes, palette))
-    try:
-        yield ARCH
-    finally:
-        models._REGISTRY.pop(ARCH, None)
-
-
 def palette_info(names, palette, drivable=(0,), label_space='palette4', ignore=255):
-    return ModelInfo(architecture=ARCH, num_classes=len(names), class_names=list(names),
+    """The ModelInfo of a ColourNet whose colours are the label palette."""
+    return ModelInfo(architecture=ARCHITECTURE, num_classes=len(names), class_names=list(names),
                      palette=[list(c) for c in palette], drivable_ids=list(drivable),
                      input_size=SIZE, mean=LITE0_MEAN, std=LITE0_STD,
-                     arch_config={'palette': [list(c) for c in palette]},
+                     arch_config={'colours': [list(c) for c in palette]},
                      label_space=label_space, ignore_index=ignore, dataset='synthetic')
 
 
 def save_palette_checkpoint(path, info):
     from seg_perception.models.checkpoint import make_checkpoint, save_checkpoint
-    model = PaletteNet(info.num_classes, info.palette).eval()
+    model = ColourNet(info.num_classes, info.palette).eval()
     save_checkpoint(str(path), make_checkpoint(model, info))
     return str(path)
 

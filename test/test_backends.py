@@ -101,13 +101,13 @@ def test_explicit_tensorrt_without_tensorrt_is_a_clear_error(monkeypatch):
         create_backend(rm.exported(), 'tensorrt')
 
 
+@pytest.mark.usefixtures('colour_net_name')
 @pytest.mark.parametrize('resolution', ['network', 'camera'])
 def test_onnxruntime_and_pytorch_agree(tmp_path, resolution):
     checkpoint = rm.save_colour_checkpoint(str(tmp_path / 'colour.pt'), texture=0.3)
     onnx_backend = create_backend(rm.exported(resolution, with_confidence=True), 'onnxruntime')
-    with rm.registered():
-        torch_backend = create_backend(checkpoint, 'pytorch', output_resolution=resolution,
-                                       with_confidence=True)
+    torch_backend = create_backend(checkpoint, 'pytorch', output_resolution=resolution,
+                                   with_confidence=True)
     assert torch_backend.describe()['name'] == 'pytorch'
     batch = np.concatenate([frames(2, 45, 70, seed=1), frames(1, 45, 70, seed=2)])
     ours, theirs = onnx_backend.run(batch), torch_backend.run(batch)

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from tiny_seg_model import TINY_NAME, registered_tiny_model, seeded_tiny, tiny_info
+from tiny_seg_model import TINY_NAME, seeded_tiny, tiny_info
 
 from seg_perception.models.checkpoint import (CHECKPOINT_FORMAT, CheckpointError,
                                               build_model_from_checkpoint, load_checkpoint,
@@ -45,12 +45,6 @@ class EvalOnLoad:
 
     def __reduce__(self):
         return (builtins.eval, (f'open({str(self.marker)!r}, "w").close()',))
-
-
-@pytest.fixture
-def tiny_name():
-    with registered_tiny_model() as name:
-        yield name
 
 
 @pytest.fixture

@@ -6,18 +6,12 @@ import sys
 
 import onnx
 import pytest
-from tiny_seg_model import TinySegmenter, registered_tiny_model, seeded_tiny, tiny_info
+from tiny_seg_model import TinySegmenter, seeded_tiny, tiny_info
 
 from seg_perception import cli
 from seg_perception.models.checkpoint import make_checkpoint, save_checkpoint
 from seg_perception.model_info import load_model_info
 from seg_perception.models import list_models
-
-
-@pytest.fixture
-def tiny_name():
-    with registered_tiny_model() as name:
-        yield name
 
 
 @pytest.fixture

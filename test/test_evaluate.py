@@ -11,17 +11,17 @@ import cv2
 import numpy as np
 import pytest
 
-from eval_models import palette_arch  # noqa: F401 - the fixture, used by name
+from colour_net import ARCHITECTURE, ColourNet
 from no_torch import NO_TORCH_CLI
-from eval_models import (NAMES4, PALETTE4, PaletteNet, palette_info, run_cli,
-                         save_palette_checkpoint, synthetic_folder)
+from eval_models import (NAMES4, PALETTE4, palette_info, run_cli, save_palette_checkpoint,
+                         synthetic_folder)
 from seg_perception.evaluation import metrics
 from seg_perception.evaluation.evaluate import TorchPredictor, evaluate, evaluate_dataset
 from seg_perception.labels import LabelSpace
 from seg_perception.evaluation.tables import REQUIRED_KEYS, write_metrics
 
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_evaluate_checkpoint_end_to_end(tmp_path, capsys):
     expected = synthetic_folder(tmp_path / 'data')
     checkpoint = save_palette_checkpoint(tmp_path / 'model.pt', palette_info(NAMES4, PALETTE4))
@@ -46,7 +46,7 @@ def test_evaluate_checkpoint_end_to_end(tmp_path, capsys):
     assert 'mIoU' in capsys.readouterr().out
 
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_slide_mode_scales_and_flip_and_saved_predictions(tmp_path):
     # 45×77 images: not a multiple of the 32×64 window, so windows overlap unevenly
     expected = synthetic_folder(tmp_path / 'data', count=2, shape=(45, 77))
@@ -72,14 +72,14 @@ def test_slide_mode_scales_and_flip_and_saved_predictions(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_evaluate_onnx_model_through_the_pipeline(tmp_path):
     pytest.importorskip('seg_perception.runtime.pipeline')
     from seg_perception.deploy.export import export_onnx
     expected = synthetic_folder(tmp_path / 'data')
     info = palette_info(NAMES4, PALETTE4)
     model_path = str(tmp_path / 'model.onnx')
-    export_onnx(PaletteNet(4, PALETTE4).eval(), info, model_path)
+    export_onnx(ColourNet(4, PALETTE4).eval(), info, model_path)
     out = tmp_path / 'eval'
     assert run_cli('--model', model_path, '--dataset', 'folder', '--root', tmp_path / 'data',
                    '--output', out, '--backend', 'onnxruntime') == 0
@@ -90,13 +90,13 @@ def test_evaluate_onnx_model_through_the_pipeline(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_evaluate_network_resolution_onnx_model_on_larger_frames(tmp_path):
     pytest.importorskip('seg_perception.runtime.pipeline')
     from seg_perception.deploy.export import export_onnx
     expected = synthetic_folder(tmp_path / 'data', count=2, shape=(45, 77))
     model_path = str(tmp_path / 'model.onnx')
-    export_onnx(PaletteNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path,
+    export_onnx(ColourNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path,
                 output_resolution='network')
     out = tmp_path / 'eval'
     assert run_cli('--model', model_path, '--dataset', 'folder', '--root', tmp_path / 'data',
@@ -108,14 +108,14 @@ def test_evaluate_network_resolution_onnx_model_on_larger_frames(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_evaluate_onnx_model_where_torch_cannot_be_imported(tmp_path):
     """A vehicle scores a model on its own recordings with the runtime dependencies alone."""
     pytest.importorskip('seg_perception.runtime.pipeline')
     from seg_perception.deploy.export import export_onnx
     expected = synthetic_folder(tmp_path / 'data')
     model_path = str(tmp_path / 'model.onnx')
-    export_onnx(PaletteNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path)
+    export_onnx(ColourNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path)
     out = tmp_path / 'eval'
     done = subprocess.run(
         [sys.executable, '-c', NO_TORCH_CLI, 'evaluate', '--model', model_path, '--dataset',
@@ -129,7 +129,7 @@ def test_evaluate_onnx_model_where_torch_cannot_be_imported(tmp_path):
 
 # -- errors ------------------------------------------------------------------------------
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_command_line_errors(tmp_path, capsys):
     synthetic_folder(tmp_path / 'data', count=1)
     checkpoint = save_palette_checkpoint(tmp_path / 'model.pt', palette_info(NAMES4, PALETTE4))
@@ -150,7 +150,7 @@ def test_command_line_errors(tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
 
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_label_space_mismatch_is_reported(tmp_path, capsys):
     synthetic_folder(tmp_path / 'data', count=1)
     checkpoint = save_palette_checkpoint(tmp_path / 'model.pt',
@@ -200,19 +200,19 @@ def test_write_metrics_format(tmp_path):
         write_metrics(str(tmp_path), np.eye(2), info)
 
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_torch_predictor_rejects_unknown_mode(tmp_path):
     checkpoint = save_palette_checkpoint(tmp_path / 'model.pt', palette_info(NAMES4, PALETTE4))
     with pytest.raises(ValueError, match='--mode must be one of'):
         TorchPredictor(checkpoint, mode='tiles')
 
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_evaluate_with_a_training_config(tmp_path):
     import yaml
     expected = synthetic_folder(tmp_path / 'data', count=2)
     checkpoint = save_palette_checkpoint(tmp_path / 'model.pt', palette_info(NAMES4, PALETTE4))
-    config = {'model': {'architecture': 'test_eval_palette_net'},
+    config = {'model': {'architecture': ARCHITECTURE},
               'data': {'dataset': 'folder', 'root': str(tmp_path / 'elsewhere'),
                        'label_space': {'name': 'p', 'class_names': NAMES4,
                                        'palette': PALETTE4, 'drivable_ids': [0, 1]}},

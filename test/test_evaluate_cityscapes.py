@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-from eval_models import palette_arch  # noqa: F401 - the fixture, used by name
 from eval_models import palette_info, run_cli, save_palette_checkpoint, write_png
 from seg_perception.labels import CITYSCAPES
 
@@ -54,7 +53,7 @@ def official_scores(gt_files, prediction_files):
     return official.evaluateImgLists(list(prediction_files), list(gt_files), args)
 
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_cityscapes_metrics_agree_with_cityscapesscripts(tmp_path):
     pytest.importorskip('cityscapesscripts')
     from cityscapesscripts.helpers.labels import trainId2label

@@ -195,11 +195,11 @@ def test_bad_settings_are_refused():
         pipeline(resize='gpu')
 
 
+@pytest.mark.usefixtures('colour_net_name')
 def test_pytorch_backend_runs_the_same_pipeline(tmp_path):
     checkpoint = rm.save_colour_checkpoint(str(tmp_path / 'colour.pt'), texture=0.3)
     frame = rm.painted_frame(96, 160)
-    with rm.registered():
-        torch_seg = SegmentationPipeline(checkpoint, backend='pytorch')
+    torch_seg = SegmentationPipeline(checkpoint, backend='pytorch')
     onnx_seg = SegmentationPipeline(rm.exported('camera'), backend='onnxruntime')
     assert torch_seg.resize == onnx_seg.resize == 'graph'
     ours, theirs = onnx_seg.process([frame])[0], torch_seg.process([frame])[0]

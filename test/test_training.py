@@ -24,7 +24,7 @@ from seg_perception.training.run import train
 TEST_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TEST_DIR)
 sys.path.insert(0, TEST_DIR)
-from tiny_seg_model import TINY_NAME, registered_tiny_model  # noqa: E402
+from tiny_seg_model import TINY_NAME  # noqa: E402
 
 
 def write_camvid(root, n_train=12, n_val=4, size=(48, 64), ignore_rows=2, seed=0):
@@ -60,10 +60,10 @@ def camvid_root(tmp_path_factory):
     return write_camvid(tmp_path_factory.mktemp('camvid') / 'camvid')
 
 
-@pytest.fixture(scope='module')
-def tiny():
-    with registered_tiny_model() as name:
-        yield name
+@pytest.fixture
+def tiny(tiny_name):
+    """The tiny network's name, registered by conftest's tiny_name."""
+    return tiny_name
 
 
 def tiny_config(root, architecture=TINY_NAME, **sections):
@@ -285,9 +285,9 @@ def test_resume_clears_the_temporary_of_a_killed_checkpoint_write(camvid_root, t
 DDP_RUNNER = """\
 import sys
 sys.path.insert(0, {test_dir!r})
-from tiny_seg_model import registered_tiny_model
-from seg_perception import cli
-with registered_tiny_model():
+from tiny_seg_model import TINY_NAME, TinySegmenter
+from seg_perception import cli, models
+with models.registered(TINY_NAME, TinySegmenter):
     sys.exit(cli.main(['train'] + sys.argv[1:]))
 """
 

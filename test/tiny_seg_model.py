@@ -1,15 +1,13 @@
-"""A tiny SegmentationModel for checkpoint and export tests that must not wait on real nets.
+"""A tiny trainable SegmentationModel for training, checkpoint and export tests that must
+not wait on real nets.
 
-``registered_tiny_model()`` registers it under a unique name for the duration of a test
-and removes it afterwards, so other tests that walk ``list_models()`` never see it.
+conftest's ``tiny_name`` fixture registers it as TINY_NAME while a test runs and removes
+it afterwards, so other tests that walk ``list_models()`` never see it.
 """
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seg_perception import models
 from seg_perception.labels import CAMVID
 from seg_perception.model_info import ModelInfo
 from seg_perception.models.base import SegmentationModel
@@ -49,17 +47,6 @@ def tiny_info(input_size=(24, 32), **config) -> ModelInfo:
     """A CamVid (11 classes) description of the tiny model."""
     return ModelInfo.from_label_space(TINY_NAME, CAMVID, input_size, arch_config=dict(config),
                                       dataset='synthetic')
-
-
-@contextlib.contextmanager
-def registered_tiny_model():
-    """Register TinySegmenter as TINY_NAME while the block runs."""
-    models.list_models()        # load the real architectures first
-    models.register_model(TINY_NAME)(TinySegmenter)
-    try:
-        yield TINY_NAME
-    finally:
-        models._REGISTRY.pop(TINY_NAME, None)
 
 
 def seeded_tiny(seed: int = 0, **config) -> TinySegmenter:
