@@ -94,15 +94,21 @@ def list_models() -> List[str]:
     return sorted(_REGISTRY)
 
 
-def build_model(name: str, num_classes: int, **config) -> SegmentationModel:
-    """Build an architecture by name; an unknown name lists the known ones."""
+def get_builder(name: str) -> Builder:
+    """The builder registered under ``name``; an unknown name lists the known ones."""
     _load_all()
     if name not in _REGISTRY:
         raise UnknownNameError(f'unknown architecture {name!r}; known: '
                                f'{", ".join(sorted(_REGISTRY))}')
+    return _REGISTRY[name]
+
+
+def build_model(name: str, num_classes: int, **config) -> SegmentationModel:
+    """Build an architecture by name; an unknown name lists the known ones."""
+    builder = get_builder(name)
     if int(num_classes) < 2:
         raise InvalidValueError(f'num_classes must be at least 2, got {num_classes}')
-    return _REGISTRY[name](num_classes=int(num_classes), **config)
+    return builder(num_classes=int(num_classes), **config)
 
 
 __all__ = ['SegmentationModel', 'build_model', 'list_models', 'register_model', 'registered',

@@ -178,10 +178,9 @@ def offline_config(architecture: str, config: Mapping[str, Any]) -> Dict[str, An
     """``config`` with every pretrained-weights switch the builder knows turned off."""
     from seg_perception import models
     config = dict(config)
-    models.list_models()                 # registers every architecture
-    builder = models._REGISTRY.get(architecture)
-    if builder is None:
+    if architecture not in models.list_models():
         return config
+    builder = models.get_builder(architecture)
     # Builders taking **config may not know the key, so only set the ones named.
     parameters = inspect.signature(builder).parameters
     for key in PRETRAINED_KEYS:

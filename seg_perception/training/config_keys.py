@@ -45,8 +45,7 @@ def model_keys(architecture: str) -> Optional[List[str]]:
     The builder's keyword arguments; a builder that takes ``**config`` and forwards it to
     the class it returns contributes that class's keyword arguments.
     """
-    models.list_models()                              # registers every architecture
-    builder = models._REGISTRY[architecture]
+    builder = models.get_builder(architecture)
     names = _keyword_names(builder)
     if names is None:
         target = _forwarded_to(builder) if not inspect.isclass(builder) else None
