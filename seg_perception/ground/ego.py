@@ -81,6 +81,13 @@ class EgoMask:
             self._warn_if_everything(mask)
         return mask
 
+    def covers_everything(self) -> bool:
+        """Whether every pixel is ego (checked on the PNG as given, a polygon at 64×64), for a
+        warning when the mask is loaded."""
+        if self._image is not None:
+            return bool(self._image.all())
+        return bool(self._render((64, 64)).all())
+
     def _render(self, size: Tuple[int, int]) -> np.ndarray:
         height, width = size
         if self._image is not None:

@@ -6,7 +6,9 @@ Per camera (topics relative to the node namespace, remappable):
 and ``.../camera_info`` when a CameraInfo topic is configured; every output
 carries its input image's header. The class map is published once on the latched
 ``segmentation/label_info`` (vision_msgs/LabelInfo) and mirrored in the read-only
-parameters ``class_map.*``. Health per camera goes to /diagnostics.
+parameters ``class_map.*``; with an ego-vehicle mask its pixels are label 255
+``ego_vehicle``. Ground-plane outputs (ground points, the drivable grid) are made by
+ground_node.py from CameraInfo and tf. Health per camera goes to /diagnostics.
 
 Callbacks only keep the newest message per camera; one worker thread decodes,
 segments (all cameras as one batch) and publishes (see worker.py). Parameters
@@ -29,6 +31,7 @@ from vision_msgs.msg import LabelInfo, VisionClass
 from seg_perception.errors import SegPerceptionError
 from seg_perception.ros import conversions, outputs, params
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from seg_perception.ros.ground_node import GroundPublishers
 from seg_perception.signals import StopSignals
 from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
 from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
@@ -65,6 +68,7 @@ class SegmentationNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.worker = None
+        self.ground = None
 
     # -- start-up ----------------------------------------------------------------------
     def start(self, pipeline_factory=create_pipeline) -> None:
@@ -84,6 +88,7 @@ class SegmentationNode(Node):
         self.backend_values = self._backend_values(described)
         # The pipeline resolved (and checked) drivable_classes while loading.
         self._declare_class_map(info, described['drivable_ids'])
+        self._warn_all_ego()
         self._create_topics(info)
         self._create_worker()
         self._create_diagnostics()
@@ -120,8 +125,15 @@ class SegmentationNode(Node):
         self.palette = outputs.palette_lut(info.class_names, info.palette)
         read_only = ParameterDescriptor(read_only=True, description='class map of the model')
         for name, value in params.class_map_parameters(info.class_names, info.palette,
-                                                       drivable_ids).items():
+                                                       drivable_ids, self.config.has_ego).items():
             self.declare_parameter(name, value, read_only)
+
+    def _warn_all_ego(self) -> None:
+        for camera in self.config.cameras:
+            if camera.ego is not None and camera.ego.covers_everything():
+                self.get_logger().warning(
+                    f'{camera.name}: ego mask {camera.ego.source} covers the whole image: '
+                    'nothing this camera sees can be drivable')
 
     def _create_topics(self, info) -> None:
         cfg = self.config
@@ -153,9 +165,10 @@ class SegmentationNode(Node):
             LabelInfo, LABEL_INFO_TOPIC, qos_profile(params.QosConfig('reliable', 1), True))
         label_info = LabelInfo(threshold=0.0, class_map=[
             VisionClass(class_id=i, class_name=n)
-            for i, n in outputs.label_info_classes(info.class_names)])
+            for i, n in outputs.label_info_classes(info.class_names, cfg.has_ego)])
         label_info.header.stamp = self.get_clock().now().to_msg()
         self.label_info_publisher.publish(label_info)
+        self.ground = GroundPublishers(self, cfg, out_qos) if cfg.uses_ground else None
 
     def _create_worker(self) -> None:
         cfg = self.config
@@ -167,7 +180,8 @@ class SegmentationNode(Node):
         processor = FrameProcessor(
             self.pipeline, self.stats, self._publish,
             lambda: self.get_clock().now().nanoseconds,
-            max_frame_age_ms=cfg.max_frame_age_ms, warn=self.get_logger().warning)
+            max_frame_age_ms=cfg.max_frame_age_ms, warn=self.get_logger().warning,
+            ego_masks={c.name: c.ego for c in cfg.cameras if c.ego is not None})
         self.worker = InferenceWorker(self.slots, processor, self._on_worker_error)
         self.worker.start()
 
@@ -200,6 +214,8 @@ class SegmentationNode(Node):
         if camera_info is not None:
             self.info_publishers[frame.camera].publish(
                 self._scaled_info(camera_info, header, result.labels.shape))
+        if self.ground is not None:
+            self.ground.on_result(frame, result, camera_info)
 
     @staticmethod
     def _scaled_info(info: CameraInfo, header, shape) -> CameraInfo:
@@ -234,6 +250,8 @@ class SegmentationNode(Node):
         stat.summary(_LEVELS[level], message)
         for key, value in key_values(snapshot, self.backend_values):
             stat.add(key, value)
+        if self.ground is not None:
+            stat.add('ground', self.ground.outputs.status(camera))
         return stat
 
     def destroy_node(self):

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from seg_perception.errors import InvalidValueError
-from seg_perception.labels import LabelSpace
+from seg_perception.labels import EGO_ID, EGO_NAME, LabelSpace
 
 LABELS = 'labels'
 DRIVABLE = 'drivable_mask'
@@ -65,9 +65,13 @@ def palette_lut(class_names: Sequence[str], palette: Sequence[Sequence[int]]) ->
     return space.palette_array()
 
 
-def label_info_classes(class_names: Sequence[str]) -> List[Tuple[int, str]]:
-    """(class id, name) pairs for vision_msgs/LabelInfo.class_map."""
-    return [(i, str(name)) for i, name in enumerate(class_names)]
+def label_info_classes(class_names: Sequence[str], ego: bool = False) -> List[Tuple[int, str]]:
+    """(class id, name) pairs for vision_msgs/LabelInfo.class_map; with ``ego`` (a camera
+    has an ego-vehicle mask) also EGO_ID, which LabelInfo's convention reads as unlabelled."""
+    classes = [(i, str(name)) for i, name in enumerate(class_names)]
+    if ego:
+        classes.append((EGO_ID, EGO_NAME))
+    return classes
 
 
 def scale_camera_info(width: int, height: int, k: Sequence[float], p: Sequence[float],

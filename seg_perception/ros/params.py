@@ -14,6 +14,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from seg_perception import model_info
 from seg_perception.choices import BACKEND_ALIASES, BACKENDS, OUTPUT_RESOLUTIONS, PRECISIONS
 from seg_perception.errors import InvalidValueError
+from seg_perception.ground.ego import EgoMask
+from seg_perception.ground.grid import FUSION_MODES, GridGeometry
+from seg_perception.ground.projection import GroundPlane
+from seg_perception.labels import EGO_ID, EGO_NAME
 
 NODE_NAME = 'segmentation_node'
 BACKENDS = BACKENDS + tuple(BACKEND_ALIASES)
@@ -76,6 +80,28 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
               min_value=1),
     ParamSpec('diagnostics.window_s', 5.0, 'Window for rates and latency percentiles',
               min_value=0.5),
+    ParamSpec('publish_ground_points', False, 'Publish <camera>/segmentation/ground_points '
+              '(organised PointCloud2 in ground.frame, pixel-aligned with the labels) while '
+              'someone subscribes; needs the camera\'s CameraInfo and tf'),
+    ParamSpec('ground.frame', 'base_footprint', 'Frame whose plane z = ground.height is '
+              'the ground (tf: camera optical frame -> this frame)'),
+    ParamSpec('ground.height', 0.0, 'Height of the ground plane in ground.frame (m)'),
+    ParamSpec('ground.max_range_m', 40.0, 'Ground points and grid cells farther than this '
+              'from the point below the camera are unknown (m)', min_value=0.1),
+    ParamSpec('ground.transform_tolerance_s', 0.5, 'A transform older than the image by '
+              'more than this is stale: that camera gives no ground outputs', min_value=0),
+    ParamSpec('grid.rate_hz', 5.0, 'Publish segmentation/drivable_grid (OccupancyGrid, all '
+              'cameras fused) at most this often, when new labels came; 0 = no grid',
+              min_value=0),
+    ParamSpec('grid.frame', 'odom', 'Frame the grid is fixed in (tf: ground.frame -> this); '
+              'ground.frame when that transform is not available'),
+    ParamSpec('grid.size_m', 40.0, 'Width and height of the square grid, centred on the '
+              'vehicle (m)', min_value=0.01),
+    ParamSpec('grid.resolution_m', 0.1, 'Grid cell size (m)', min_value=0.001),
+    ParamSpec('grid.fusion', 'log_odds', 'log_odds: evidence accumulates and decays over '
+              'time; none: each update replaces the grid', FUSION_MODES),
+    ParamSpec('grid.decay_s', 2.0, 'log_odds: time constant of the decay towards unknown (s)',
+              min_value=0.01),
 )
 
 
@@ -88,7 +114,12 @@ def camera_params(name: str) -> Tuple[ParamSpec, ...]:
         ParamSpec(prefix + 'transport', 'raw', 'sensor_msgs Image or CompressedImage',
                   TRANSPORTS),
         ParamSpec(prefix + 'camera_info', '', 'Optional CameraInfo topic, republished as '
-                  '<name>/segmentation/camera_info scaled to the outputs; empty = none'),
+                  '<name>/segmentation/camera_info scaled to the outputs, and the intrinsics '
+                  'of the ground outputs; empty = none'),
+        ParamSpec(prefix + 'ego_mask', '', 'PNG of the ego vehicle in this camera (non-zero '
+                  '= ego, any resolution); its pixels get label 255 and are never drivable'),
+        ParamSpec(prefix + 'ego_polygon', None, 'The ego vehicle as a polygon: flat list of '
+                  'x, y pairs in normalised image coordinates (0..1, floats)'),
     )
 
 
@@ -100,12 +131,34 @@ class CameraConfig:
     topic: str
     transport: str
     camera_info_topic: str
+    ego: Optional[EgoMask] = None       # the ego-vehicle mask, if one is given
 
 
 @dataclass(frozen=True)
 class QosConfig:
     reliability: str
     depth: int
+
+
+@dataclass(frozen=True)
+class GroundConfig:
+    """Ground-plane outputs: where the ground is, which outputs to make."""
+
+    frame: str = 'base_footprint'
+    plane: GroundPlane = GroundPlane(0.0, 40.0)
+    transform_tolerance_s: float = 0.5
+    publish_points: bool = False
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The fused bird's-eye drivable grid."""
+
+    rate_hz: float = 5.0
+    frame: str = 'odom'
+    geometry: GridGeometry = GridGeometry()
+    fusion: str = 'log_odds'
+    decay_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +182,17 @@ class NodeConfig:
     min_rate_hz: float
     latency_budget_ms: float
     diagnostics_window_s: float
+    ground: GroundConfig = GroundConfig()
+    grid: GridConfig = GridConfig()
+
+    @property
+    def uses_ground(self) -> bool:
+        """Whether any ground output is wanted (and tf must be listened to)."""
+        return self.ground.publish_points or self.grid.rate_hz > 0
+
+    @property
+    def has_ego(self) -> bool:
+        return any(c.ego is not None for c in self.cameras)
 
     def pipeline_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for SegmentationPipeline."""
@@ -259,6 +323,45 @@ def _drivable_classes(value: Any) -> Optional[Tuple[Any, ...]]:
     return tuple(value)
 
 
+def _ego_mask(name: str, cam: Dict[str, Any]) -> Optional[EgoMask]:
+    """The camera's ego mask from ``ego_mask`` (a PNG) or ``ego_polygon``, if either is set."""
+    prefix = f'cameras.{name}.'
+    path, polygon = cam[prefix + 'ego_mask'].strip(), cam[prefix + 'ego_polygon']
+    if path and polygon:
+        raise ParameterError(f'camera {name}: set {prefix}ego_mask or {prefix}ego_polygon, '
+                             'not both')
+    try:
+        if path:
+            return EgoMask.from_png(path)
+        if polygon is None or (isinstance(polygon, (list, tuple)) and not polygon):
+            return None
+        return EgoMask.from_polygon(polygon, 'polygon')
+    except InvalidValueError as exc:
+        raise ParameterError(f"parameter '{prefix}{'ego_mask' if path else 'ego_polygon'}': "
+                             f'{exc}') from None
+
+
+def _ground_configs(node: Dict[str, Any]) -> Tuple[GroundConfig, GridConfig]:
+    """The ground and grid settings; ParameterError naming the parameter group if unusable."""
+    for key in ('ground.frame', 'grid.frame'):
+        if not node[key].strip() or node[key].strip().startswith('/'):
+            raise ParameterError(f'parameter {key!r}: expected a tf frame id (no leading /), '
+                                 f'got {node[key]!r}')
+    try:
+        plane = GroundPlane(node['ground.height'], node['ground.max_range_m'])
+    except InvalidValueError as exc:
+        raise ParameterError(f"parameters 'ground.*': {exc}") from None
+    try:
+        geometry = GridGeometry(node['grid.size_m'], node['grid.resolution_m'])
+    except InvalidValueError as exc:
+        raise ParameterError(f"parameters 'grid.size_m', 'grid.resolution_m': {exc}") from None
+    ground = GroundConfig(node['ground.frame'].strip(), plane,
+                          node['ground.transform_tolerance_s'], node['publish_ground_points'])
+    grid = GridConfig(node['grid.rate_hz'], node['grid.frame'].strip(), geometry,
+                      node['grid.fusion'], node['grid.decay_s'])
+    return ground, grid
+
+
 def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
                  resolve_topic: Optional[Callable[[str], str]] = None) -> NodeConfig:
     """Validate parameter values (name -> value, as declared) into a NodeConfig.
@@ -276,9 +379,11 @@ def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
         transport = cam[prefix + 'transport']
         topic = cam[prefix + 'topic'].strip() or f'{name}/image_raw' + \
             ('/compressed' if transport == 'compressed' else '')
-        cameras.append(CameraConfig(name, topic, transport, cam[prefix + 'camera_info'].strip()))
+        cameras.append(CameraConfig(name, topic, transport, cam[prefix + 'camera_info'].strip(),
+                                    _ego_mask(name, cam)))
     _check_distinct_topics(cameras, resolve_topic or expand_topic_name)
     model = resolve_model_path(node['model']) if check_model_file else node['model']
+    ground, grid = _ground_configs(node)
     return NodeConfig(
         cameras=tuple(cameras), model_path=model, backend=node['backend'],
         precision=node['precision'], engine_cache_dir=node['engine_cache_dir'],
@@ -291,7 +396,7 @@ def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
         output_qos=QosConfig(node['output_qos.reliability'], node['output_qos.depth']),
         min_rate_hz=node['diagnostics.min_rate_hz'],
         latency_budget_ms=node['diagnostics.latency_budget_ms'],
-        diagnostics_window_s=node['diagnostics.window_s'])
+        diagnostics_window_s=node['diagnostics.window_s'], ground=ground, grid=grid)
 
 
 def unknown_parameters(given: Sequence[str], declared: Sequence[str]) -> List[str]:
@@ -301,10 +406,14 @@ def unknown_parameters(given: Sequence[str], declared: Sequence[str]) -> List[st
 
 
 def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[int]],
-                         drivable_ids: Sequence[int]) -> Dict[str, Any]:
-    """Read-only parameters describing the class map (colours as '#rrggbb')."""
-    return {
+                         drivable_ids: Sequence[int], ego: bool = False) -> Dict[str, Any]:
+    """Read-only parameters describing the class map (colours as '#rrggbb'); with ``ego``
+    (a camera has an ego mask) also the ego vehicle's label id and name."""
+    values = {
         'class_map.names': [str(n) for n in class_names],
         'class_map.colors': ['#%02x%02x%02x' % tuple(int(v) for v in c) for c in palette],
         'class_map.drivable_ids': [int(i) for i in drivable_ids],
     }
+    if ego:
+        values.update({'class_map.ego_id': EGO_ID, 'class_map.ego_name': EGO_NAME})
+    return values

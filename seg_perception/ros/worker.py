@@ -104,7 +104,8 @@ class FrameProcessor:
                  publish: Callable[[Frame, Any], None], now_ns: Callable[[], int], *,
                  max_frame_age_ms: float = 0.0, warn: Callable[[str], None] = print,
                  decode: Callable = conversions.decode, throttle: Optional[WarnThrottle] = None,
-                 adopt_resolution_after: int = 30):
+                 adopt_resolution_after: int = 30, ego_masks: Optional[Dict[str, Any]] = None):
+        """``ego_masks``: camera -> EgoMask (ground/ego.py) for the cameras that have one."""
         self.pipeline = pipeline
         self.stats = stats
         self.publish = publish
@@ -114,6 +115,7 @@ class FrameProcessor:
         self.decode = decode
         self.throttle = throttle or WarnThrottle()
         self.adopt_after = adopt_resolution_after
+        self.ego_masks = dict(ego_masks or {})
         self._sizes: Dict[str, Tuple[int, int]] = {}
         self._mismatches: Dict[str, int] = {}
 
@@ -170,8 +172,13 @@ class FrameProcessor:
         """Results per frame (None where dropped); one batch, frame by frame if one is bad."""
         pixels = [d.pixels for _, d, _ in ready]
         encodings = [d.encoding for _, d, _ in ready]
+        kwargs = {}
+        if self.ego_masks:
+            egos = [self.ego_masks.get(frame.camera) for frame, _, _ in ready]
+            kwargs['ego_masks'] = [None if ego is None else ego.at(p.shape[:2])
+                                   for ego, p in zip(egos, pixels)]
         try:
-            return list(self.pipeline.process(pixels, encodings))
+            return list(self.pipeline.process(pixels, encodings, **kwargs))
         except ValueError as exc:       # InputError: find the bad frame(s), keep the rest
             if len(ready) == 1:
                 self.drop(ready[0][0], REJECTED, str(exc))
