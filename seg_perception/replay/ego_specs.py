@@ -28,7 +28,8 @@ def ego_masks(mask_specs: Sequence[str], polygon_specs: Sequence[str],
             masks.update({camera.name: mask for camera in cameras})
             continue
         camera, _, path = spec.partition('=')
-        masks[_camera(names, camera, f'--ego-mask {spec}')] = EgoMask.from_png(path)
+        name = _camera(names, camera, f'--ego-mask {spec}')      # before reading the file
+        masks[name] = EgoMask.from_png(path)
     for spec in polygon_specs or ():
         camera, equals, values = spec.partition('=')
         where = f'--ego-polygon {spec}'

@@ -191,9 +191,10 @@ class GroundReplay:
 
     def reason(self, cameras) -> str:
         """One line: why no grid was written."""
-        if not self.tf_found:
-            return 'the bag has no /tf_static or /tf'
         notes = [f'{c.name}: {self.notes[c.name]}' for c in cameras if c.name in self.notes]
+        if not self.tf_found:       # the lookups' own notes only repeat it
+            notes = ['the bag has no /tf_static or /tf'] + [
+                note for note in notes if 'no transform from' not in note]
         return '; '.join(notes) or 'no frame was segmented'
 
 
@@ -218,4 +219,3 @@ def points_message(typestore, header, points: np.ndarray):
         header=types['std_msgs/msg/Header'](stamp=stamp, frame_id=GROUND_FRAME),
         height=height, width=width, fields=fields, is_bigendian=False, point_step=12,
         row_step=12 * width, data=data, is_dense=False)
-

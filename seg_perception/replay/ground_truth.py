@@ -99,7 +99,6 @@ class Scorer:
         self.total.update(prediction, target)
         self.frames[camera] = self.frames.get(camera, 0) + 1
 
-
     def _ego_as_miss(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Class ids with ego pixels (EGO_ID, no class) scored as a miss, not left out.
 
