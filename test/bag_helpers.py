@@ -163,3 +163,96 @@ def open_bag_for_test(path):
 
 def stamp_ns(msg) -> int:
     return msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
+
+
+# -- a calibrated camera over flat ground (the drivable grid) ----------------------------------
+
+GROUND_SIZE = (240, 320)                        # H, W
+GROUND_K = (200.0, 0.0, 159.5, 0.0, 200.0, 119.5, 0.0, 0.0, 1.0)
+CAMERA_HEIGHT, CAMERA_PITCH = 1.5, np.radians(20.0)     # above base_footprint, looking down
+ROAD = ((4.0, 12.0), (-2.0, 2.0))              # x and y range of the road in base_footprint
+VEHICLE_IN_ODOM = (5.0, 3.0)                    # the vehicle stands still there, yaw 0
+OPTICAL_FRAME = 'cam_front_optical'
+
+
+def ground_points_by_hand(height: int = GROUND_SIZE[0], width: int = GROUND_SIZE[1]):
+    """H×W×3: where each pixel centre's ray meets z = 0 in base_footprint (NaN where it
+    does not), in closed form for the pinhole camera at CAMERA_HEIGHT pitched CAMERA_PITCH."""
+    fx, _, cx, _, fy, cy = GROUND_K[:6]
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    x_opt, y_opt = (cols - cx) / fx, (rows - cy) / fy
+    # optical (x right, y down, z ahead) -> camera_link (x ahead, y left, z up), then pitch.
+    ahead, left, up = np.ones_like(x_opt), -x_opt, -y_opt
+    c, s = np.cos(CAMERA_PITCH), np.sin(CAMERA_PITCH)
+    dx, dz = c * ahead + s * up, -s * ahead + c * up
+    with np.errstate(divide='ignore', invalid='ignore'):
+        t = np.where(dz < 0, CAMERA_HEIGHT / -dz, np.nan)
+    return np.stack([t * dx, t * left, np.where(np.isnan(t), np.nan, 0.0)], axis=2)
+
+
+def road_frame() -> np.ndarray:
+    """The camera's view: road where a pixel centre's ground point is in ROAD, grass on
+    the rest of the ground, sky above the horizon (a trapezoid of road, drawn exactly)."""
+    points = ground_points_by_hand()
+    picture = np.empty(GROUND_SIZE + (3,), np.uint8)
+    picture[:] = rm.COLOURS['sky']
+    with np.errstate(invalid='ignore'):
+        ground = ~np.isnan(points[:, :, 0])
+        road = ground & (points[:, :, 0] >= ROAD[0][0]) & (points[:, :, 0] <= ROAD[0][1]) & \
+            (np.abs(points[:, :, 1]) <= ROAD[1][1])
+    picture[ground] = rm.COLOURS['grass']
+    picture[road] = rm.COLOURS['road']
+    return picture
+
+
+def calibrated_camera_info_msg(store, stamp: int, k=GROUND_K):
+    msg = camera_info_msg(store, GROUND_SIZE[1], GROUND_SIZE[0], stamp)
+    msg.k = np.asarray(k, np.float64)
+    msg.header.frame_id = OPTICAL_FRAME
+    return msg
+
+
+def transform_msg(store, parent: str, child: str, stamp: int, translation, rotation):
+    types = store.types
+    return types['geometry_msgs/msg/TransformStamped'](
+        header=header(store, stamp, parent), child_frame_id=child,
+        transform=types['geometry_msgs/msg/Transform'](
+            translation=types['geometry_msgs/msg/Vector3'](*map(float, translation)),
+            rotation=types['geometry_msgs/msg/Quaternion'](*map(float, rotation))))
+
+
+def tf_msg(store, transforms):
+    return store.types['tf2_msgs/msg/TFMessage'](transforms=list(transforms))
+
+
+def mount_transforms(store, stamp: int):
+    """base_footprint -> cam_front_link (height, pitch) -> cam_front_optical (ROS optical)."""
+    half = CAMERA_PITCH / 2
+    return [transform_msg(store, 'base_footprint', 'cam_front_link', stamp,
+                          (0, 0, CAMERA_HEIGHT), (0, np.sin(half), 0, np.cos(half))),
+            transform_msg(store, 'cam_front_link', OPTICAL_FRAME, stamp, (0, 0, 0),
+                          (-0.5, 0.5, -0.5, 0.5))]
+
+
+def ground_scene_messages(count: int = 3, camera_info: bool = True, tf: bool = True,
+                          k=GROUND_K):
+    """cam_front seeing ROAD from CAMERA_HEIGHT, with its CameraInfo, /tf_static (the
+    mount) and /tf (odom -> base_footprint, standing still at VEHICLE_IN_ODOM)."""
+    store = typestore()
+    messages = []
+    if tf:
+        messages.append(('/tf_static', tf_msg(store, mount_transforms(store, START_NS)),
+                         START_NS))
+    picture = road_frame()
+    for index in range(count):
+        stamp = START_NS + index * PERIOD_NS
+        if tf:
+            odom = transform_msg(store, 'odom', 'base_footprint', stamp,
+                                 VEHICLE_IN_ODOM + (0.0,), (0, 0, 0, 1))
+            messages.append(('/tf', tf_msg(store, [odom]), stamp))
+        if camera_info:
+            messages.append(('/cam_front/camera_info',
+                             calibrated_camera_info_msg(store, stamp, k), stamp))
+        messages.append(('/cam_front/image_raw',
+                         image_msg(store, picture, stamp, frame_id=OPTICAL_FRAME), stamp + 1))
+    return messages

@@ -79,6 +79,12 @@ def test_demo_runs_end_to_end_on_the_sample_without_torch(tmp_path):
     assert len(written['/camera/dash/segmentation/drivable_mask']) == 11
     assert len(written[FRONT]) == 12 and len(written['/camera/dash/camera_info']) == 11
     assert (tmp_path / 'demo' / 'report.html').is_file()
+    # The sample's CameraInfo is uncalibrated (K all zero): no grid, and the report says why.
+    assert metrics['ground']['grids_written'] == 0
+    assert '/segmentation/drivable_grid' not in written
+    reason = metrics['ground']['no_grid_reason']
+    assert 'uncalibrated (K all zero)' in reason
+    assert f'No drivable grid: {reason}.' in (tmp_path / 'demo' / 'report.md').read_text()
 
 
 def test_demo_without_a_default_model_says_so(tmp_path, monkeypatch, capsys):

@@ -48,7 +48,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help='replace an output bag left by an earlier run')
     parser.add_argument('--overlays', type=int, default=3, metavar='N',
                         help='overlay images per camera in the report (default 3)')
+    add_ego_options(parser)
+    parser.add_argument('--ground-points', action='store_true',
+                        help='also write <camera>/segmentation/ground_points (PointCloud2) for '
+                             'cameras with a calibrated CameraInfo and tf')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def add_ego_options(parser: argparse.ArgumentParser) -> None:
+    """--ego-mask and --ego-polygon, shared with ``seg-perception demo``."""
+    parser.add_argument('--ego-mask', action='append', default=[], metavar='[CAMERA=]PATH',
+                        help='ego-vehicle mask image (non-zero = ego, any resolution) for one '
+                             'camera, or for every camera without CAMERA=; repeatable')
+    parser.add_argument('--ego-polygon', action='append', default=[],
+                        metavar='CAMERA=x1,y1,x2,y2,...',
+                        help='ego-vehicle polygon of one camera in normalised image '
+                             'coordinates (0..1); repeatable')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads, drivable_classes=_args.drivable_classes(args.drivable_classes),
             storage=args.storage, copy_inputs=args.copy_inputs, overwrite=args.overwrite,
             overlays=args.overlays, progress=not args.no_progress,
-            engine_cache_dir=args.engine_cache_dir)
+            engine_cache_dir=args.engine_cache_dir, ego_mask=args.ego_mask,
+            ego_polygon=args.ego_polygon, ground_points=args.ground_points)
     except RunStopped as stopped:
         return report_stopped('bag-eval', stopped)
     print_summary(summary)

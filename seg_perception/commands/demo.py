@@ -3,6 +3,7 @@
 ::
 
     seg-perception demo [--output DIR] [--model MODEL.onnx] [--backend onnxruntime-cpu]
+                        [--ego-mask [CAMERA=]PATH ...] [--ego-polygon CAMERA=x1,y1,...]
 
 Plays ``seg_perception/assets/sample_bag`` (two cameras of MIT-licensed road
 frames and drivable-area ground truth for one of them; see
@@ -10,7 +11,9 @@ frames and drivable-area ground truth for one of them; see
 ``seg-perception bag-eval``: it writes the output bag (segmentation topics plus
 the camera topics, ready for ``ros2 bag play`` or Foxglove) and the report to
 DIR (default ``./seg_perception_demo``, replaced on every run; a folder holding
-another bag's report is refused) and prints where they are. Output that cannot be
+another bag's report is refused) and prints where they are. ``--ego-mask`` and
+``--ego-polygon`` mark the ego vehicle as in bag-eval. The sample bag's CameraInfo is
+uncalibrated (K all zero), so it gets no drivable grid; the report says so. Output that cannot be
 written, a full disk or SIGINT/SIGTERM end it as they end bag-eval: one line, the
 bag closed when it can be, the partial report written when it can be. It needs
 only the runtime dependencies: no torch, no GPU.
@@ -43,6 +46,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f'folder for the output bag and report (default ./{DEFAULT_OUTPUT})')
     _args.add_model_option(parser)
     _args.add_runtime_options(parser, backend='onnxruntime-cpu')
+    from seg_perception.commands.bag_eval import add_ego_options
+    add_ego_options(parser)
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             bag, model, args.output, label_topics=[GROUND_TRUTH_TOPIC], label_kind='drivable',
             backend=args.backend, precision=args.precision, threads=args.threads,
             engine_cache_dir=args.engine_cache_dir, copy_inputs=True, overwrite=True,
-            progress=not args.no_progress)
+            progress=not args.no_progress, ego_mask=args.ego_mask,
+            ego_polygon=args.ego_polygon)
     except RunStopped as stopped:
         return report_stopped('demo', stopped)
     print_summary(summary)

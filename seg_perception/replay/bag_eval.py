@@ -6,6 +6,8 @@
                             [--labels DIR [--labels-match stamp|name] | --label-topic [CAM=]T ...]
                             [--label-kind auto|classes|drivable] [--backend auto]
                             [--storage mcap|sqlite3] [--copy-inputs] [--overwrite]
+                            [--ego-mask [CAMERA=]PATH ...] [--ego-polygon CAMERA=x1,y1,...]
+                            [--ground-points]
 
 Every image message (sensor_msgs/Image or CompressedImage) of the chosen topics
 (default: all image topics, except ground truth and earlier segmentation
@@ -19,6 +21,14 @@ rosbag2 holding per camera ``/<camera>/segmentation/labels`` (mono8 class ids),
 each with the input frame's header and log time, so ``ros2 bag play`` and
 Foxglove show them next to the camera (``--copy-inputs`` also copies the camera
 topics and their ``camera_info`` into it). Camera names: see :mod:`bag_io`.
+
+Ego-vehicle masks (``ego_masks``: camera name -> EgoMask, see :mod:`.ego_specs`): ego
+pixels are labelled ``labels.EGO_ID`` and never drivable in the output bag. Ground truth
+keeps its own labels: an ego pixel is scored like any other (one the truth calls
+drivable is a miss). With a calibrated CameraInfo per camera and the bag's tf, the
+fused drivable grid (and with ``ground_points`` the ground points) go into the output
+bag too: see :mod:`.ground_replay`; metrics.json's ``ground`` says what was written or
+why nothing was.
 
 The report (:mod:`seg_perception.replay.report`) goes to DIR: ``report.md``,
 ``report.html``, ``metrics.json`` (the format of ``seg-perception evaluate``
@@ -53,6 +63,8 @@ from seg_perception.replay.bag_io import (CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, 
                                           BagError, OutputBag, OutputError, camera_namespace,
                                           convert_message, header_for_output, open_bag,
                                           output_topic, same_topic, stamp_ns)
+from seg_perception.replay.ego_specs import ego_masks as parse_ego_masks
+from seg_perception.replay.ground_replay import GroundReplay, read_transforms, tf_topics
 from seg_perception.replay.output_folder import claimed
 
 LOG = logging.getLogger(__name__)
@@ -159,6 +171,8 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
                  threads: Optional[int] = None, drivable_classes=None, storage: str = 'mcap',
                  copy_inputs: bool = False, overwrite: bool = False, overlays: int = 3,
                  progress: bool = True, engine_cache_dir: Optional[str] = None,
+                 ego_mask: Sequence[str] = (), ego_polygon: Sequence[str] = (),
+                 ground_points: bool = False,
                  stop: Optional[Callable[[], Optional[str]]] = None) -> Dict:
     """Evaluate ``bag``; write the output bag and the report to ``output_dir``.
 
@@ -167,7 +181,9 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
     signal name (checked between messages; RunStopped), the output bag is closed
     if it can be, the partial report written if it can be, and the error raised
     with what was kept added to its message. The folder is held for the run and
-    is for one bag (:mod:`.output_folder`).
+    is for one bag (:mod:`.output_folder`). ``ego_mask``, ``ego_polygon``: the
+    ``--ego-mask`` and ``--ego-polygon`` specs (:mod:`.ego_specs`); ``ground_points``:
+    also write each camera's ground points.
     """
     from seg_perception.runtime.pipeline import SegmentationPipeline
     started = time.monotonic()
@@ -177,11 +193,15 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
     with open_bag(bag) as source:
         label_names = [spec.rpartition('=')[2] for spec in label_topics]
         cameras = plan_cameras(source, topics, label_names, overlays)
+        egos = parse_ego_masks(ego_mask, ego_polygon, cameras)
         pipeline = SegmentationPipeline(model, backend=backend, precision=precision,
                                         output_resolution='camera', want_color=True,
                                         drivable_classes=drivable_classes, threads=threads,
                                         engine_cache_dir=engine_cache_dir)
         run = _Run(source, cameras, pipeline, output_dir, copy_inputs)
+        run.egos = egos
+        found = tf_topics(source)
+        run.ground = GroundReplay(read_transforms(source, found), found, ground_points)
         run.setup_truth(labels_dir, label_topics, label_kind, labels_match)
         with claimed(output_dir, bag):
             stem = os.path.splitext(os.path.basename(os.path.normpath(bag)))[0]
@@ -243,6 +263,8 @@ class _Run:
         self.truth_source = None
         self.overlays: List[tuple] = []
         self.unreadable: Dict[str, int] = {}        # topic -> messages that did not deserialize
+        self.egos: Dict[str, object] = {}           # camera name -> EgoMask
+        self.ground: Optional[GroundReplay] = None
 
     def setup_truth(self, labels_dir, label_topics, label_kind, labels_match) -> None:
         if not labels_dir and not label_topics:
@@ -269,7 +291,7 @@ class _Run:
         topics = list(self.by_topic)
         if isinstance(self.truth, bag_labels.TopicLabels):
             topics += list(self.truth.topic_camera)
-        if self.copy_inputs:
+        if self.copy_inputs or self.ground is not None:
             topics += list(self.info_topics)
         return topics
 
@@ -295,10 +317,16 @@ class _Run:
                 if topic in self.by_topic:
                     self.frame(self.by_topic[topic], msgtype, log_time, msg, received)
                 elif topic in self.info_topics:
-                    self.out.write('/' + topic.strip('/'),
-                                   convert_message(msg, CAMERA_INFO, self.out.typestore), log_time)
+                    self.camera_info(self.info_topics[topic], msg, log_time)
                 else:
                     self.label(topic, msgtype, msg)
+
+    def camera_info(self, camera: Camera, msg, log_time: int) -> None:
+        if self.ground is not None:
+            self.ground.camera_info(camera, msg)
+        if self.copy_inputs:
+            self.out.write('/' + camera.info_topic.strip('/'),
+                           convert_message(msg, CAMERA_INFO, self.out.typestore), log_time)
 
     def skip_unreadable(self, topic: str, error: BagError) -> None:
         """One message that does not deserialize: counted and skipped, the run goes on."""
@@ -334,10 +362,13 @@ class _Run:
         from seg_perception.ros.outputs import OutputOptions, result_images
         from seg_perception.runtime.pipeline import InputError
         index = camera.frames + camera.skipped
+        ego_mask = self.egos.get(camera.name)
         try:
             decoded = decode(msg)
             decode_ms = (time.perf_counter() - start) * 1000.0
-            (result,) = self.pipeline.process([decoded.pixels], [decoded.encoding])
+            ego = None if ego_mask is None else ego_mask.at(decoded.pixels.shape[:2])
+            (result,) = self.pipeline.process([decoded.pixels], [decoded.encoding],
+                                              ego_masks=[ego])
         except (ConversionError, InputError) as exc:
             self._skip(camera, index, exc)
             return
@@ -349,6 +380,9 @@ class _Run:
         if self.copy_inputs:
             self.out.write('/' + camera.topic.strip('/'),
                            convert_message(msg, msgtype, self.out.typestore), log_time)
+        placed = self.ground is not None and self.ground.frame(
+            camera, header, result, None if ego_mask is None else
+            ego_mask.at(result.drivable_mask.shape), self.out, log_time)
         write_ms = (time.perf_counter() - written) * 1000.0
         stamp = stamp_ns(msg.header)
         timings = result.timings
@@ -362,12 +396,16 @@ class _Run:
         if self.scorer is not None:
             self._score(camera, result, stamp, index)
         if index in camera.overlay_at:
-            self._overlay(camera, index, to_rgb(*decoded), result)
+            self._overlay(camera, index, to_rgb(*decoded), result,
+                          self.ground.picture() if placed else None)
 
-    def _overlay(self, camera: Camera, index: int, rgb: np.ndarray, result) -> None:
-        from seg_perception.replay.report import overlay_panel
+    def _overlay(self, camera: Camera, index: int, rgb: np.ndarray, result,
+                 birds_eye: Optional[np.ndarray] = None) -> None:
+        from seg_perception.replay.report import beside, overlay_panel
         try:
             picture = overlay_panel(rgb, result.color, result.drivable_mask)
+            if birds_eye is not None:
+                picture = beside(picture, birds_eye)
         except InvalidValueError as exc:
             camera.overlay_notes.append(f'frame {index}: no overlay: {exc}')
             LOG.warning('%s frame %d: no overlay: %s', camera.topic, index, exc)

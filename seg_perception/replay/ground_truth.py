@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from seg_perception.errors import InvalidValueError
+from seg_perception.labels import EGO_ID
 from seg_perception.replay.bag_io import BagError, same_topic
 from seg_perception.evaluation.metrics import ConfusionMatrix
 
@@ -88,6 +89,7 @@ class Scorer:
             target[label == 255] = 1
         else:
             target = label
+            prediction = self._ego_as_miss(prediction, target)
         camera_matrix = self.per_camera.setdefault(
             camera, ConfusionMatrix(self.num_classes, self.ignore_index))
         try:
@@ -96,6 +98,25 @@ class Scorer:
             raise BagError(f'{where}: {exc}') from None
         self.total.update(prediction, target)
         self.frames[camera] = self.frames.get(camera, 0) + 1
+
+    def _ego_as_miss(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Class ids with ego pixels (EGO_ID, no class) scored as a miss, not left out.
+
+        The matrix has no ego column, so an ego pixel is counted as the first non-drivable
+        class that is not its truth: a miss for the truth's class and never drivable (the
+        drivable IoU is exact); that class gets the false positive.
+        """
+        ego = prediction == EGO_ID
+        if not ego.any() or EGO_ID < self.num_classes:
+            return prediction
+        drivable = set(self.space['drivable_ids'])
+        others = [c for c in range(self.num_classes) if c not in drivable][:2]
+        if not others:
+            return prediction           # every class is drivable: the matrix reports that
+        prediction = prediction.copy()
+        fallback = others[1] if len(others) > 1 else others[0]
+        prediction[ego] = np.where(target[ego] == others[0], fallback, others[0])
+        return prediction
 
 
 def label_pixels(decoded, where: str) -> np.ndarray:

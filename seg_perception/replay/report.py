@@ -6,7 +6,8 @@ drivable-area IoU, confusion matrix...; null without ground truth) plus the bag'
 numbers: ``cameras`` (per camera: topic, frames, skipped frames, recorded and
 processing frame rate, latency per stage, metrics when labelled), ``latency_ms``
 (all frames), ``realtime`` (could the node keep up?), ``ground_truth``,
-``status`` ('complete' or 'partial') and ``error``.
+``status`` ('complete' or 'partial'), ``error`` and ``ground`` (the drivable grid and
+ground points written, or why none: :mod:`.ground_replay`).
 
 Latency stages, in ms per frame: ``decode`` (deserialize + image decode),
 ``convert``, ``infer``, ``postprocess`` (the pipeline's stages), ``pipeline``
@@ -22,7 +23,8 @@ out of that mean. Otherwise the node drops frames: it always takes the newest.
 
 Pictures: ``latency.png`` (``node`` latency over recording time, one line per
 camera, the frame period dashed) drawn with matplotlib (Agg) or, without
-matplotlib, with OpenCV; ``overlays/*.png`` (class overlay | drivable area).
+matplotlib, with OpenCV; ``overlays/*.png`` (class overlay | drivable area, and
+when the bag has the ground geometry | the fused bird's-eye grid after that frame).
 ``report.html`` embeds all of them as base64 PNG and needs no other file. Every
 picture has a bounded size, whatever the frames: the plots a fixed one, an
 overlay half the frame fitted into PANEL_BOX. A frame with an aspect ratio beyond
@@ -150,6 +152,7 @@ def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
                       ('name', 'device', 'precision', 'resize', 'output_resolution',
                        'drivable_ids') if k in description},
         'architecture': run.pipeline.info.architecture,
+        'ground': run.ground.summary(run.cameras) if run.ground is not None else None,
     }
 
 
@@ -185,6 +188,18 @@ def overlay_panel(rgb: np.ndarray, color: np.ndarray, drivable_mask: np.ndarray,
     classes = cv2.resize(np.ascontiguousarray(color), size, interpolation=cv2.INTER_AREA)
     gap = np.full((size[1], 4, 3), 255, np.uint8)
     return np.hstack([classes, gap, tinted])
+
+
+def beside(panel: np.ndarray, birds_eye: np.ndarray) -> np.ndarray:
+    """``panel`` with the bird's-eye picture on its right, scaled (cells kept sharp) to
+    the panel's height and never wider than PANEL_BOX."""
+    height = panel.shape[0]
+    side = min(height, PANEL_BOX[0])
+    scaled = cv2.resize(birds_eye, (side, side), interpolation=cv2.INTER_NEAREST)
+    if side < height:
+        scaled = np.vstack([scaled, np.full((height - side, side, 3), 255, np.uint8)])
+    gap = np.full((height, 4, 3), 255, np.uint8)
+    return np.hstack([panel, gap, scaled])
 
 
 def plot_latency(cameras, path: str) -> Optional[str]:

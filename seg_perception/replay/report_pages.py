@@ -97,14 +97,40 @@ def blocks(result: Dict, pictures: Dict[str, str],
         out.append(('h2', 'Unreadable messages'))
         out.append(('p', 'Messages that do not deserialize were skipped; the run went on.'))
         out.append(('table', ('topic', 'messages skipped'), sorted(unreadable.items())))
+    ground = result.get('ground')
+    if ground:
+        out += _ground_blocks(ground)
     left_out = [f'{name} {note}' for name, c in cameras.items()
                 for note in c.get('overlays_left_out', ())]
     if overlays or left_out:
         out.append(('h2', 'Overlays'))
     if overlays:
-        out.append(('p', 'Left: class colours over the image. Right: drivable area in green.'))
+        text = 'Left: class colours over the image. Middle: drivable area in green.'
+        if ground and ground.get('grids_written'):
+            text += (' Right: the fused bird\'s-eye grid after that frame (x up, y left in '
+                     f'{ground["grid_frame"]}; green drivable, red not drivable, grey unknown; '
+                     'the arrow is the vehicle), when that camera could be placed.')
+        else:
+            text = text.replace('Middle', 'Right')
+        out.append(('p', text))
         out += [('img', caption, path) for caption, path in overlays]
     out += [('p', note) for note in left_out]
+    return out
+
+
+def _ground_blocks(ground: Dict) -> List[tuple]:
+    out: List[tuple] = [('h2', 'Drivable grid')]
+    if not ground.get('grids_written'):
+        out.append(('p', f'No drivable grid: {ground.get("no_grid_reason")}.'))
+        return out
+    out.append(('p', f'{ground["grids_written"]} grids on {ground["grid_topic"]} '
+                     f'(nav_msgs/OccupancyGrid, frame {ground["grid_frame"]}, '
+                     f'{ground["grid_size_m"]:g} m at {ground["grid_resolution_m"]:g} m), '
+                     f'{ground["ground_points_written"]} ground point clouds; tf from '
+                     f'{", ".join(ground["tf_topics"])}.'))
+    out.append(('table', ('camera', 'frames in the grid', 'note'),
+                [(name, c['frames_in_grid'], c['note'] or '')
+                 for name, c in ground['cameras'].items()]))
     return out
 
 
