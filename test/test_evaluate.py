@@ -127,12 +127,104 @@ def test_evaluate_onnx_model_where_torch_cannot_be_imported(tmp_path):
     np.testing.assert_array_equal(result['confusion_matrix'], expected)
 
 
+# -- ego masks ---------------------------------------------------------------------------
+
+def _expected_with_ego(root, ego):
+    """The C×(C+1) matrix and drivable IoU (road = 0) of a synthetic folder whose model
+    labels the ``ego`` pixels ego vehicle: truth unchanged, ego pixels in the last column."""
+    expected = np.zeros((4, 5), np.int64)
+    intersection = union = 0
+    for index in range(3):
+        image = cv2.imread(str(root / 'images' / 'val' / f'frame{index}.png'))[:, :, ::-1]
+        colour_class = np.argmin([np.abs(image.astype(int) - c).sum(2) for c in PALETTE4], 0)
+        truth = cv2.imread(str(root / 'masks' / 'val' / f'frame{index}.png'),
+                           cv2.IMREAD_UNCHANGED)
+        predicted = np.where(ego, 4, colour_class)
+        keep = truth != 255
+        np.add.at(expected, (truth[keep].astype(int), predicted[keep]), 1)
+        intersection += np.count_nonzero((truth == 0) & (predicted == 0))
+        union += np.count_nonzero(keep & ((truth == 0) | (predicted == 0)))
+    return expected, intersection / union
+
+
+@pytest.mark.usefixtures('palette_arch')
+def test_checkpoint_evaluation_with_an_ego_mask_png(tmp_path, capsys):
+    synthetic_folder(tmp_path / 'data')
+    checkpoint = save_palette_checkpoint(tmp_path / 'model.pt', palette_info(NAMES4, PALETTE4))
+    small = np.zeros((8, 16), np.uint8)          # a quarter of the image size: scaled up
+    small[-2:] = 7                               # non-zero = ego: the bottom quarter
+    cv2.imwrite(str(tmp_path / 'bonnet.png'), small)
+    ego = np.zeros((32, 64), bool)
+    ego[-8:] = True                              # half of the road rows
+    expected, drivable_iou = _expected_with_ego(tmp_path / 'data', ego)
+    out = tmp_path / 'eval'
+    assert run_cli('--checkpoint', checkpoint, '--dataset', 'folder', '--root',
+                   tmp_path / 'data', '--output', out, '--ego-mask', tmp_path / 'bonnet.png',
+                   '--save-predictions') == 0
+    result = json.loads((out / 'metrics.json').read_text())
+    np.testing.assert_array_equal(result['confusion_matrix'], expected)
+    assert result['confusion_columns'] == NAMES4 + ['ego_vehicle']
+    assert result['ego_mask'] == str(tmp_path / 'bonnet.png')
+    # truly drivable ego pixels are misses: the IoU counts them as such
+    assert result['drivable_iou'] == pytest.approx(drivable_iou)
+    assert drivable_iou < 0.6
+    assert result['miou'] == pytest.approx(metrics.mean_iou(expected))
+    saved = cv2.imread(str(out / 'predictions' / 'frame0.png'), cv2.IMREAD_UNCHANGED)
+    assert (saved[-8:] == 255).all() and (saved[-9] == 0).all()
+    assert 'predicted as ego vehicle' in (out / 'metrics.md').read_text()
+    assert (out / 'confusion_matrix.png').is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('palette_arch')
+def test_onnx_evaluation_gives_the_pipeline_an_ego_polygon(tmp_path):
+    pytest.importorskip('seg_perception.runtime.pipeline')
+    from seg_perception.deploy.export import export_onnx
+    from seg_perception.ground.ego import EgoMask
+    synthetic_folder(tmp_path / 'data')
+    model_path = str(tmp_path / 'model.onnx')
+    export_onnx(PaletteNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path)
+    polygon = [0.25, 0.5, 0.75, 0.5, 1.0, 1.0, 0.0, 1.0]      # a bonnet-like trapezoid
+    expected, drivable_iou = _expected_with_ego(
+        tmp_path / 'data', EgoMask.from_polygon(polygon).at((32, 64)))
+    out = tmp_path / 'eval'
+    assert run_cli('--model', model_path, '--dataset', 'folder', '--root', tmp_path / 'data',
+                   '--output', out, '--backend', 'onnxruntime',
+                   '--ego-polygon', ','.join(map(str, polygon))) == 0
+    result = json.loads((out / 'metrics.json').read_text())
+    np.testing.assert_array_equal(result['confusion_matrix'], expected)
+    assert result['drivable_iou'] == pytest.approx(drivable_iou)
+    assert result['ego_mask'] == '--ego-polygon'
+
+
+def test_confusion_ego_column():
+    confusion = metrics.ConfusionMatrix(3, ignore_index=255, ego_id=255)
+    truth = np.array([0, 0, 0, 1, 1, 2, 255])
+    predicted = np.array([0, 255, 1, 255, 1, 2, 255])
+    confusion.update(predicted, truth)
+    np.testing.assert_array_equal(confusion.matrix, [[1, 1, 0, 1], [0, 1, 0, 1], [0, 0, 1, 0]])
+    # road (0): 1 hit, its ego pixel a miss; grass's ego pixel is a correct "not road"
+    assert confusion.drivable_iou([0]) == pytest.approx(1 / 3)
+    np.testing.assert_allclose(confusion.iou(), [1 / 3, 1 / 3, 1.0])
+    assert confusion.pixel_accuracy() == pytest.approx(3 / 6)
+    np.testing.assert_allclose(metrics.per_class_accuracy(confusion.matrix), [1 / 3, 1 / 2, 1])
+    with pytest.raises(ValueError, match=r'predicted ids \[3\]'):    # not taken for ego
+        confusion.update(np.array([3]), np.array([0]))
+    with pytest.raises(ValueError, match='is one of the classes'):
+        metrics.ConfusionMatrix(3, ego_id=2)
+    with pytest.raises(ValueError, match='C×C'):
+        metrics.mean_iou(np.zeros((2, 4)))
+
+
 # -- errors ------------------------------------------------------------------------------
 
 @pytest.mark.usefixtures('colour_net_name')
 def test_command_line_errors(tmp_path, capsys):
     synthetic_folder(tmp_path / 'data', count=1)
     checkpoint = save_palette_checkpoint(tmp_path / 'model.pt', palette_info(NAMES4, PALETTE4))
+    data = ['--checkpoint', checkpoint, '--dataset', 'folder', '--root', tmp_path / 'data']
+    not_an_image = tmp_path / 'not-an-image.png'
+    not_an_image.write_text('a bonnet')
     cases = [
         (['--checkpoint', checkpoint, '--dataset', 'folder'], '--dataset folder needs --root'),
         (['--checkpoint', checkpoint], 'no data given'),
@@ -144,6 +236,11 @@ def test_command_line_errors(tmp_path, capsys):
           tmp_path / 'data'], 'apply to --checkpoint only'),
         (['--checkpoint', checkpoint, '--dataset', 'camvid', '--root', tmp_path / 'data'],
          'folder'),                       # the camvid layout is missing: names the folder
+        (data + ['--ego-mask', tmp_path / 'missing.png'], 'missing.png: no such file'),
+        (data + ['--ego-mask', not_an_image], 'not-an-image.png: cannot be read as an image'),
+        (data + ['--ego-polygon', '0,0,1,0,1'], 'odd number'),
+        (data + ['--ego-polygon', '0,0,1,0,a,b'], '--ego-polygon: expected comma-separated'),
+        (data + ['--ego-polygon', '0,0,640,0,640,480'], 'pixels?'),
     ]
     for argv, message in cases:
         assert run_cli(*argv) == 2, argv

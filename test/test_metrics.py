@@ -60,7 +60,7 @@ def test_empty_matrix_gives_nan_everywhere():
 
 def test_bad_matrix_is_rejected():
     with pytest.raises(ValueError, match='square'):
-        metrics.mean_iou(np.zeros((2, 3)))
+        metrics.mean_iou(np.zeros((2, 4)))    # 2×3: a matrix with an ego column
     with pytest.raises(ValueError, match='negative'):
         metrics.mean_iou(np.array([[1, -1], [0, 1]]))
 

@@ -28,6 +28,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     data.add_argument('--root', metavar='DIR', help='dataset folder (overrides the config)')
     data.add_argument('--split', default='val', help='split to evaluate (default: val)')
     _args.add_drivable_option(data)
+    ego = data.add_mutually_exclusive_group()
+    ego.add_argument('--ego-mask', metavar='PNG',
+                     help='the ego vehicle\'s pixels (e.g. the bonnet), one mask for every image: '
+                          'non-zero = ego, any resolution, scaled to each image; the model '
+                          'labels them ego and never drivable, the ground truth keeps its labels')
+    ego.add_argument('--ego-polygon', metavar='X1,Y1,...',
+                     help='the same as a polygon of normalised image coordinates (0..1), '
+                          'comma-separated x, y pairs')
     data.add_argument('--limit', type=int, metavar='N', help='evaluate the first N images only')
     parser.add_argument('--output', metavar='DIR',
                         help='output folder (default: eval_<dataset>_<split> next to the model)')
@@ -70,11 +78,31 @@ def data_config_from_args(args: argparse.Namespace) -> Dict:
     return data_cfg
 
 
+def ego_mask_from_args(args: argparse.Namespace):
+    """The EgoMask of --ego-mask or --ego-polygon; None when neither is given."""
+    from seg_perception.ground.ego import EgoMask
+    if args.ego_mask:
+        return EgoMask.from_png(args.ego_mask)
+    if args.ego_polygon:
+        return EgoMask.from_polygon(_numbers('--ego-polygon', args.ego_polygon),
+                                    source='--ego-polygon')
+    return None
+
+
+def _numbers(option: str, text: str) -> list:
+    try:
+        return [float(item) for item in text.split(',') if item.strip()]
+    except ValueError:
+        raise InvalidValueError(f'{option}: expected comma-separated numbers, got '
+                                f'{text!r}') from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write metrics.json / metrics.md / the confusion matrix, print a summary."""
     data_cfg = data_config_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise InvalidValueError(f'--limit must be at least 1, got {args.limit}')
+    ego_mask = ego_mask_from_args(args)
     if args.threads and args.checkpoint:
         import torch
         torch.set_num_threads(int(args.threads))
@@ -82,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(args.checkpoint):
             raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
         predictor = TorchPredictor(args.checkpoint, device=args.device, mode=args.mode,
-                                   scales=args.scales, flip=args.flip, overlap=args.overlap)
+                                   scales=args.scales, flip=args.flip, overlap=args.overlap,
+                                   ego_mask=ego_mask)
         model_path = args.checkpoint
     else:
         if args.mode != 'whole' or args.flip or list(args.scales) != [1.0]:
@@ -90,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                                     'an ONNX model is evaluated as deployed (whole image)')
         predictor = PipelinePredictor(args.model, backend=args.backend,
                                       precision=args.precision, threads=args.threads,
-                                      engine_cache_dir=args.engine_cache_dir)
+                                      engine_cache_dir=args.engine_cache_dir,
+                                      ego_mask=ego_mask)
         model_path = args.model
     output_dir = args.output or os.path.join(
         os.path.dirname(os.path.abspath(model_path)),

@@ -6,6 +6,7 @@
                             (--config CFG | --dataset NAME --root DIR) [--split val]
                             [--output DIR] [--mode whole|slide] [--scales 1.0 ...] [--flip]
                             [--backend auto] [--limit N] [--save-predictions]
+                            [--ego-mask PNG | --ego-polygon X1,Y1,...]
 
 Images and labels are read raw from the dataset (``read_sample``: uint8 RGB and the
 label in the label space's ids), so both paths see the same pixels:
@@ -19,6 +20,12 @@ Output (``--output``): ``metrics.json`` (mIoU, per-class IoU, pixel accuracy, me
 class accuracy, frequency-weighted IoU, drivable-area IoU, the confusion matrix, ...),
 ``metrics.md`` and ``confusion_matrix.png``; see :mod:`seg_perception.evaluation.metrics` for the
 definitions. ``--save-predictions`` also writes ``predictions/<image name>.png`` (class ids).
+
+An ego mask (``--ego-mask``, ``--ego-polygon``: one ``ground.ego.EgoMask`` for the whole
+dataset, scaled to each image) is given to the model as deployed: the pipeline labels its
+pixels ``labels.EGO_ID`` and never drivable, and a checkpoint's labels get the same. The
+ground truth keeps its labels, so an ego pixel the truth calls drivable is a miss and one it
+calls not drivable a correct negative (the ego column of ``metrics.ConfusionMatrix``).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import numpy as np
 from seg_perception.errors import InvalidValueError
 from seg_perception.evaluation.metrics import ConfusionMatrix
 from seg_perception.evaluation.tables import write_metrics
+from seg_perception.labels import EGO_ID
 
 __all__ = ['evaluate', 'evaluate_dataset', 'write_metrics',
            'TorchPredictor', 'PipelinePredictor']
@@ -48,7 +56,8 @@ class TorchPredictor:
 
     def __init__(self, checkpoint: str, *, device: str = 'auto', mode: str = 'whole',
                  scales: Sequence[float] = (1.0,), flip: bool = False,
-                 overlap: float = 1 / 3):
+                 overlap: float = 1 / 3, ego_mask=None):
+        """``ego_mask``: a ``ground.ego.EgoMask`` whose pixels get ``EGO_ID`` (or None)."""
         import torch
 
         from seg_perception.models.checkpoint import build_model_from_checkpoint
@@ -64,18 +73,24 @@ class TorchPredictor:
         self.model.to(self.device).eval()
         self.options = dict(mode=mode, scales=tuple(scales), flip=bool(flip), overlap=overlap)
         self.description = {'kind': 'checkpoint', 'device': str(self.device), **self.options}
+        self.ego_mask = ego_mask
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         from seg_perception.evaluation.inference import predict_labels
-        return predict_labels(self.model, image, self.info.input_size, self.info.mean,
-                              self.info.std, device=self.device, **self.options)
+        labels = predict_labels(self.model, image, self.info.input_size, self.info.mean,
+                                self.info.std, device=self.device, **self.options)
+        if self.ego_mask is not None:
+            labels[self.ego_mask.at(labels.shape)] = EGO_ID     # as the pipeline does
+        return labels
 
 
 class PipelinePredictor:
     """Labels of a uint8 RGB image from an ONNX model through the deployed pipeline."""
 
     def __init__(self, model_path: str, *, backend: str = 'auto', precision: str = 'fp32',
-                 threads: Optional[int] = None, engine_cache_dir: Optional[str] = None):
+                 threads: Optional[int] = None, engine_cache_dir: Optional[str] = None,
+                 ego_mask=None):
+        """``ego_mask``: a ``ground.ego.EgoMask`` given to the pipeline (or None)."""
         from seg_perception.runtime.pipeline import SegmentationPipeline
         self.pipeline = SegmentationPipeline(model_path, backend=backend, precision=precision,
                                              output_resolution='camera', threads=threads,
@@ -85,20 +100,26 @@ class PipelinePredictor:
         self.description = {'kind': 'onnx', 'backend': described.get('name', backend),
                             'precision': described.get('precision', precision),
                             'resize': described.get('resize')}
+        self.ego_mask = ego_mask
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        (result,) = self.pipeline.process([image], encodings=['rgb8'])
+        ego = None if self.ego_mask is None else self.ego_mask.at(image.shape[:2])
+        (result,) = self.pipeline.process([image], encodings=['rgb8'], ego_masks=[ego])
         return result.labels
 
 
 # -- the evaluation loop -----------------------------------------------------------
 
 def evaluate_dataset(predict: Predictor, dataset, num_classes: int, *,
-                     limit: Optional[int] = None, save_dir: Optional[str] = None
-                     ) -> Tuple[ConfusionMatrix, int]:
-    """Run ``predict`` on raw images of ``dataset``; return (confusion, images evaluated)."""
+                     limit: Optional[int] = None, save_dir: Optional[str] = None,
+                     ego_id: Optional[int] = None) -> Tuple[ConfusionMatrix, int]:
+    """Run ``predict`` on raw images of ``dataset``; return (confusion, images evaluated).
+
+    ``ego_id``: the id ``predict`` gives ego-vehicle pixels, counted in the matrix's ego
+    column (None: no ego pixels expected).
+    """
     space = dataset.label_space
-    confusion = ConfusionMatrix(num_classes, space.ignore_index)
+    confusion = ConfusionMatrix(num_classes, space.ignore_index, ego_id)
     count = len(dataset) if limit is None else min(int(limit), len(dataset))
     if save_dir:
         os.makedirs(save_dir, exist_ok=True)
@@ -159,9 +180,12 @@ def evaluate(predictor, data_cfg: Dict, split: str = 'val', output_dir: Optional
     started = time.monotonic()
     save_dir = os.path.join(output_dir, 'predictions') if save_predictions and output_dir \
         else None
+    ego_mask = getattr(predictor, 'ego_mask', None)
     confusion, count = evaluate_dataset(predictor, dataset, predictor.info.num_classes,
-                                        limit=limit, save_dir=save_dir)
+                                        limit=limit, save_dir=save_dir,
+                                        ego_id=None if ego_mask is None else EGO_ID)
     extra = {'num_images': count, 'model': model_name, 'dataset': data_cfg.get('dataset'),
+             'ego_mask': None if ego_mask is None else ego_mask.source,
              'split': dataset.split, 'dataset_root': str(dataset.root),
              'architecture': predictor.info.architecture,
              'inference': predictor.description,

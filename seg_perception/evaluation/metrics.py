@@ -15,6 +15,12 @@ ignore id never enter it. Definitions (they match the Cityscapes benchmark):
 - drivable-area IoU: the binary IoU of "pixel is in one of the drivable classes" between
   ground truth and prediction, computed from the same matrix.
 
+The matrix may have one more column than rows: pixels predicted as no class at all, the
+ego vehicle's (``labels.EGO_ID``, from an ego mask). They stay in their ground-truth row,
+so an ego pixel is a miss for its true class (a drivable one included) and never a hit
+or a false positive of any class: an ego pixel whose truth is not drivable is a correct
+"not drivable".
+
 ``ConfusionMatrix`` accumulates batches with one ``np.bincount`` each and accepts NumPy
 arrays or torch tensors (moved to the CPU, without importing torch). In distributed training
 sum the matrix over processes first (``training.distributed.all_reduce_confusion``).
@@ -36,9 +42,12 @@ def _as_numpy(values) -> np.ndarray:
 
 
 def _check_matrix(confusion) -> np.ndarray:
+    """The matrix as float: C×C, or C×(C+1) with the ego column last."""
     matrix = _as_numpy(confusion)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 1:
-        raise InvalidValueError(f'a confusion matrix must be square C×C, got shape {matrix.shape}')
+    if matrix.ndim != 2 or matrix.shape[1] not in (matrix.shape[0], matrix.shape[0] + 1) \
+            or matrix.shape[0] < 1:
+        raise InvalidValueError(f'a confusion matrix must be square C×C (or C×(C+1) with an '
+                                f'ego column), got shape {matrix.shape}')
     if np.any(matrix < 0):
         raise InvalidValueError('a confusion matrix cannot hold negative counts')
     return matrix.astype(np.float64)
@@ -47,8 +56,9 @@ def _check_matrix(confusion) -> np.ndarray:
 def per_class_iou(confusion) -> np.ndarray:
     """IoU of every class; NaN for a class absent from ground truth and prediction."""
     matrix = _check_matrix(confusion)
-    true_pos = np.diag(matrix)
-    union = matrix.sum(axis=0) + matrix.sum(axis=1) - true_pos
+    classes = matrix[:, :matrix.shape[0]]           # without the ego column
+    true_pos = np.diag(classes)
+    union = classes.sum(axis=0) + matrix.sum(axis=1) - true_pos
     with np.errstate(divide='ignore', invalid='ignore'):
         return np.where(union > 0, true_pos / np.maximum(union, 1), np.nan)
 
@@ -64,7 +74,7 @@ def pixel_accuracy(confusion) -> float:
     """Fraction of evaluated pixels whose class is right (NaN when no pixel)."""
     matrix = _check_matrix(confusion)
     total = matrix.sum()
-    return float(np.trace(matrix) / total) if total > 0 else float('nan')
+    return float(np.trace(matrix[:, :matrix.shape[0]]) / total) if total > 0 else float('nan')
 
 
 def per_class_accuracy(confusion) -> np.ndarray:
@@ -72,7 +82,8 @@ def per_class_accuracy(confusion) -> np.ndarray:
     matrix = _check_matrix(confusion)
     gt_count = matrix.sum(axis=1)
     with np.errstate(divide='ignore', invalid='ignore'):
-        return np.where(gt_count > 0, np.diag(matrix) / np.maximum(gt_count, 1), np.nan)
+        return np.where(gt_count > 0, np.diag(matrix[:, :len(matrix)]) / np.maximum(gt_count, 1),
+                        np.nan)
 
 
 def mean_accuracy(confusion) -> float:
@@ -118,22 +129,30 @@ class ConfusionMatrix:
     ``update(prediction, target)`` takes class-id arrays of equal shape (any number of
     dimensions, NumPy or torch). Target pixels equal to ``ignore_index`` are skipped;
     any other id outside ``0..num_classes-1`` in either array is an error, because it
-    means the label space of the model and the dataset disagree.
+    means the label space of the model and the dataset disagree. With ``ego_id``
+    (``labels.EGO_ID`` for predictions made with an ego mask) the matrix is C×(C+1) and
+    predicted ``ego_id`` pixels are counted in the last column (see the module docstring).
     """
 
-    def __init__(self, num_classes: int, ignore_index: Optional[int] = 255):
+    def __init__(self, num_classes: int, ignore_index: Optional[int] = 255,
+                 ego_id: Optional[int] = None):
         if int(num_classes) < 1:
             raise InvalidValueError(f'num_classes must be positive, got {num_classes}')
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
-        self.matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
+        self.ego_id = None if ego_id is None else int(ego_id)
+        if self.ego_id is not None and 0 <= self.ego_id < self.num_classes:
+            raise InvalidValueError(f'ego id {self.ego_id} is one of the classes '
+                                    f'0..{self.num_classes - 1}')
+        columns = self.num_classes + (self.ego_id is not None)
+        self.matrix = np.zeros((self.num_classes, columns), np.int64)
 
     def reset(self) -> None:
         self.matrix[:] = 0
 
     def update(self, prediction, target) -> None:
         """Add one prediction/ground-truth pair (or batch) to the counts."""
-        if hasattr(prediction, 'detach') and hasattr(target, 'detach') \
+        if hasattr(prediction, 'detach') and hasattr(target, 'detach') and self.ego_id is None \
                 and prediction.device == target.device and prediction.device.type != 'cpu':
             try:    # count on the GPU: only C×C numbers travel to the host
                 self._update_on_device(prediction.detach(), target.detach())
@@ -161,11 +180,18 @@ class ConfusionMatrix:
             bad = np.unique(target[(target < 0) | (target >= count)])[:10]
             raise InvalidValueError(f'label ids {bad.tolist()} are neither classes 0..{count - 1} '
                                     f'nor the ignore id {self.ignore_index}')
-        if prediction.min() < 0 or prediction.max() >= count:
-            bad = np.unique(prediction[(prediction < 0) | (prediction >= count)])[:10]
+        outside = (prediction < 0) | (prediction >= count)
+        if self.ego_id is not None:
+            ego = prediction == self.ego_id
+            outside &= ~ego
+        if outside.any():
+            bad = np.unique(prediction[outside])[:10]
             raise InvalidValueError(f'predicted ids {bad.tolist()} are not classes 0..{count - 1}')
-        self.matrix += np.bincount(target * count + prediction,
-                                   minlength=count * count).reshape(count, count)
+        if self.ego_id is not None:
+            prediction[ego] = count             # the ego column
+        columns = self.matrix.shape[1]
+        self.matrix += np.bincount(target * columns + prediction,
+                                   minlength=count * columns).reshape(count, columns)
 
     def _update_on_device(self, prediction, target) -> None:
         if tuple(prediction.shape) != tuple(target.shape):

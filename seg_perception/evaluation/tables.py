@@ -16,6 +16,7 @@ import numpy as np
 
 from seg_perception.errors import InvalidValueError
 from seg_perception.files import write_text
+from seg_perception.labels import EGO_NAME
 from seg_perception.evaluation.metrics import (ConfusionMatrix, nan_to_none, per_class_accuracy,
                                                summarize)
 
@@ -45,7 +46,8 @@ def write_metrics(output_dir: str, confusion, label_space, extra: Optional[Dict]
                   plot: bool = True) -> Dict:
     """Write metrics.json, metrics.md and confusion_matrix.png; return the JSON dict.
 
-    ``confusion``: a ConfusionMatrix or a C×C count array (rows ground truth).
+    ``confusion``: a ConfusionMatrix or a C×C count array (rows ground truth), or C×(C+1)
+    with the pixels predicted as ego vehicle last (``confusion_columns`` then names them).
     ``label_space``: a LabelSpace or ModelInfo naming the classes and drivable ids.
     ``extra``: more keys for metrics.json (``num_images``, ``model``, ``dataset``,
     ``split``, ...); they may not replace a computed metric. NaN metrics become null.
@@ -55,6 +57,8 @@ def write_metrics(output_dir: str, confusion, label_space, extra: Optional[Dict]
     result = summarize(matrix, names, drivable)
     result['confusion_matrix'] = np.asarray(matrix, np.int64).tolist()
     result['class_names'] = names
+    if np.shape(matrix)[1] > len(names):
+        result['confusion_columns'] = names + [EGO_NAME]
     result['drivable_ids'] = [int(i) for i in drivable]
     clash = sorted(set(extra or {}) & set(result))
     for key in ('num_images', 'model', 'dataset', 'split'):
@@ -68,7 +72,8 @@ def write_metrics(output_dir: str, confusion, label_space, extra: Optional[Dict]
     write_text(os.path.join(output_dir, METRICS_MD), markdown_report(result, matrix))
     if plot:
         try:
-            plot_confusion(matrix, names, os.path.join(output_dir, CONFUSION_PNG),
+            plot_confusion(matrix, result.get('confusion_columns', names),
+                           os.path.join(output_dir, CONFUSION_PNG),
                            title=_title(result))
         except ImportError as exc:
             LOGGER.warning('confusion plot skipped: matplotlib is not installed (%s)', exc)
@@ -111,10 +116,13 @@ def markdown_report(result: Dict, matrix) -> str:
     """The metrics.md text: context, the summary metrics and a per-class table."""
     matrix = np.asarray(matrix, np.float64)
     lines = ['# Segmentation evaluation', '']
-    for key in ('model', 'dataset', 'split', 'num_images'):
+    for key in ('model', 'dataset', 'split', 'num_images', 'ego_mask'):
         if result.get(key) is not None:
             lines.append(f'- {key.replace("_", " ")}: `{result[key]}`')
     lines.append(f'- evaluated pixels: {result["num_pixels"]}')
+    if matrix.shape[1] > matrix.shape[0]:
+        lines.append(f'- of them predicted as ego vehicle: {int(matrix[:, -1].sum())} (a miss of '
+                     'their true class, never drivable)')
     lines += ['', '## Summary (%)', '']
     summary_rows = [('mIoU', _percent(result['miou'])),
                     ('pixel accuracy', _percent(result['pixel_accuracy'])),
@@ -141,7 +149,10 @@ def markdown_report(result: Dict, matrix) -> str:
 
 
 def plot_confusion(matrix, class_names: Sequence[str], path: str, title: str = '') -> str:
-    """Save the row-normalised confusion matrix (recall per ground-truth class) as PNG."""
+    """Save the row-normalised confusion matrix (recall per ground-truth class) as PNG.
+
+    ``class_names`` names the columns; the rows are the first ``len(matrix)`` of them.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -149,6 +160,7 @@ def plot_confusion(matrix, class_names: Sequence[str], path: str, title: str = '
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     count = len(class_names)
+    rows_count = len(matrix)
     side = min(4.0 + 0.45 * count, 24.0)
     figure = Figure(figsize=(side + 1.5, side))
     FigureCanvasAgg(figure)
@@ -156,14 +168,14 @@ def plot_confusion(matrix, class_names: Sequence[str], path: str, title: str = '
     image = axes.imshow(normalised, cmap='Blues', vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     axes.set_xticks(range(count))
-    axes.set_yticks(range(count))
+    axes.set_yticks(range(rows_count))
     axes.set_xticklabels(class_names, rotation=60, ha='right', fontsize=8)
-    axes.set_yticklabels(class_names, fontsize=8)
+    axes.set_yticklabels(class_names[:rows_count], fontsize=8)
     axes.set_xlabel('predicted class')
     axes.set_ylabel('ground-truth class')
     axes.set_title(title or 'confusion matrix (rows sum to 1)', fontsize=10)
     if count <= 25:     # numbers stay readable up to about this many classes
-        for i in range(count):
+        for i in range(rows_count):
             for j in range(count):
                 if normalised[i, j] >= 0.005:
                     axes.text(j, i, f'{normalised[i, j]:.2f}', ha='center', va='center',
