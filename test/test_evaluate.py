@@ -147,7 +147,7 @@ def _expected_with_ego(root, ego):
     return expected, intersection / union
 
 
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_checkpoint_evaluation_with_an_ego_mask_png(tmp_path, capsys):
     synthetic_folder(tmp_path / 'data')
     checkpoint = save_palette_checkpoint(tmp_path / 'model.pt', palette_info(NAMES4, PALETTE4))
@@ -176,14 +176,14 @@ def test_checkpoint_evaluation_with_an_ego_mask_png(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures('palette_arch')
+@pytest.mark.usefixtures('colour_net_name')
 def test_onnx_evaluation_gives_the_pipeline_an_ego_polygon(tmp_path):
     pytest.importorskip('seg_perception.runtime.pipeline')
     from seg_perception.deploy.export import export_onnx
     from seg_perception.ground.ego import EgoMask
     synthetic_folder(tmp_path / 'data')
     model_path = str(tmp_path / 'model.onnx')
-    export_onnx(PaletteNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path)
+    export_onnx(ColourNet(4, PALETTE4).eval(), palette_info(NAMES4, PALETTE4), model_path)
     polygon = [0.25, 0.5, 0.75, 0.5, 1.0, 1.0, 0.0, 1.0]      # a bonnet-like trapezoid
     expected, drivable_iou = _expected_with_ego(
         tmp_path / 'data', EgoMask.from_polygon(polygon).at((32, 64)))
