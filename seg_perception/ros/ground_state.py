@@ -110,7 +110,7 @@ class GroundOutputs:
         if self.grid is not None:
             ego = self.egos[camera]
             view = CameraView(model, transform, result.drivable_mask,
-                              getattr(result, 'confidence', None),
+                              result.confidence,
                               ego.at(size) if ego is not None else None)
             with self._lock:
                 self._pending[camera] = (view, stamp_ns)
