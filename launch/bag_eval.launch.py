@@ -22,7 +22,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
 NODE_LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'segmentation.launch.py')
-NODE_ARGUMENTS = ('params_file', 'model', 'backend', 'log_level')
+NODE_ARGUMENTS = ('params_file', 'model', 'backend', 'namespace', 'log_level')
 RECORDED_TOPICS = r'(.*/segmentation/.*|/diagnostics)'
 
 ARGUMENTS = {
@@ -30,6 +30,7 @@ ARGUMENTS = {
     'params_file': ('', 'Node parameter YAML; empty = config/one_camera.yaml of the package'),
     'model': ('', 'Exported ONNX model; empty = the parameter file\'s'),
     'backend': ('', 'auto, tensorrt, onnxruntime or torch; empty = the parameter file\'s'),
+    'namespace': ('', 'Namespace of the node and its relative topics'),
     'output_bag': ('', 'Bag to write; empty = <bag>_segmentation next to the input'),
     'rate': ('1.0', 'Playback rate; lower it when inference cannot keep up'),
     'start_delay': ('3.0', 'Seconds to wait for the node (model loading) before playing'),

@@ -218,7 +218,8 @@ def test_bag_eval_plays_with_clock_runs_on_sim_time_and_records():
     passed = {performed(context, name): performed(context, value)
               for name, value in include.launch_arguments}
     assert passed == {'params_file': os.path.join(CONFIG, 'one_camera.yaml'), 'model': '',
-                      'backend': '', 'log_level': 'info', 'use_sim_time': 'true'}
+                      'backend': '', 'namespace': '', 'log_level': 'info',
+                      'use_sim_time': 'true'}
     node_module = load_launch_module('segmentation.launch.py')
     (node, _exit_handler), _ = expand(node_module, passed)
     assert node.node_executable == 'segmentation_node'

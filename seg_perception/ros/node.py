@@ -21,6 +21,7 @@ import time
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -188,6 +189,12 @@ class SegmentationNode(Node):
     def _create_diagnostics(self) -> None:
         import diagnostic_updater
         self.updater = diagnostic_updater.Updater(self)
+        # The updater times itself on the node clock: on sim time /diagnostics would stop
+        # with /clock (a bag paused or played to its end) and keep counts from before the
+        # last frames. Its rates and latencies are wall-clock ones: so is its period.
+        self.destroy_timer(self.updater.timer)
+        self.updater.timer = self.create_timer(self.updater.period, self.updater.update,
+                                               clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.updater.setHardwareID(self.backend_values.get('device', 'none'))
         for camera in self.config.cameras:
             self.updater.add(f'{camera.name} segmentation',
