@@ -3,7 +3,8 @@
     ros2 launch seg_perception bag_eval.launch.py bag:=/data/drive_01 \
         params_file:=$(ros2 pkg prefix seg_perception)/share/seg_perception/config/six_cameras.yaml
 
-Plays ``bag`` with ``ros2 bag play --clock``, runs the node on sim time (through
+Plays ``bag`` with ``ros2 bag play --clock`` (/tf_static latched, see
+config/bag_play_qos.yaml), runs the node on sim time (through
 segmentation.launch.py, so with its default parameter file and overrides), records
 every ``*/segmentation/*`` topic and /diagnostics to ``output_bag`` and shuts
 everything down a few seconds after playback ends; a node that fails ends the run
@@ -21,7 +22,13 @@ from launch.events import Shutdown
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
-NODE_LAUNCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'segmentation.launch.py')
+LAUNCH_DIR = os.path.dirname(os.path.abspath(__file__))
+NODE_LAUNCH = os.path.join(LAUNCH_DIR, 'segmentation.launch.py')
+# /tf_static played latched, as tf2 listens to it (installed beside launch/, as in the source).
+PLAY_QOS = os.path.join(os.path.dirname(LAUNCH_DIR), 'config', 'bag_play_qos.yaml')
+# The player's publishers are new: the node's subscriptions must match them before the
+# first frame, or the first frames are lost without the node knowing of them.
+PLAY_DELAY_S = '1.0'
 NODE_ARGUMENTS = ('params_file', 'model', 'backend', 'namespace', 'log_level')
 RECORDED_TOPICS = r'(.*/segmentation/.*|/diagnostics)'
 
@@ -57,7 +64,8 @@ def _launch(context):
              '-e', RECORDED_TOPICS],
         output='screen')
     play = ExecuteProcess(
-        cmd=['ros2', 'bag', 'play', values['bag'], '--clock', '--rate', values['rate']],
+        cmd=['ros2', 'bag', 'play', values['bag'], '--clock', '--rate', values['rate'],
+             '--qos-profile-overrides-path', PLAY_QOS, '--delay', PLAY_DELAY_S],
         output='screen')
     # Let the last frames through inference and into the recorder, then stop everything.
     stop_after_play = RegisterEventHandler(OnProcessExit(

@@ -29,8 +29,10 @@ IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 
 
 def write_params(path, cameras):
-    """A node parameter file: cameras = {name: (image topic, camera_info topic)}."""
-    section = {'cameras': list(cameras)}
+    """A node parameter file for a replay: cameras = {name: (image topic, camera_info)}."""
+    # Reliable with room for a few frames: no frame is lost between player and node, so
+    # every frame is either answered or counted as dropped by the node.
+    section = {'cameras': list(cameras), 'qos.reliability': 'reliable', 'qos.depth': 10}
     for name, (topic, info) in cameras.items():
         section[f'cameras.{name}.topic'] = topic
         section[f'cameras.{name}.transport'] = \
@@ -148,6 +150,10 @@ def test_calibrated_bag_with_tf_static_through_the_node(ros, tmp_path, colour_mo
     check_replay(bag, recorded, reference, {'cam_front': '/cam_front'})
     infos = segmentation_outputs(recorded)['/cam_front/segmentation/camera_info']
     assert infos and all(tuple(info.k) == bh.GROUND_K for info in infos.values())
+    # The grid needs the camera mount from /tf_static: played latched, or tf2 never gets it.
+    grids = messages(recorded, lambda topic, _: topic == '/segmentation/drivable_grid')
+    assert grids.get('/segmentation/drivable_grid'), 'no drivable grid: /tf_static not received'
+    assert grids['/segmentation/drivable_grid'][-1].header.frame_id == 'odom'
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])

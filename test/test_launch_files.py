@@ -209,7 +209,10 @@ def test_bag_eval_plays_with_clock_runs_on_sim_time_and_records():
     (timer,) = [a for a in actions if isinstance(a, TimerAction)]
     (play,) = timer.actions
     play_cmd = [''.join(part.perform(context) for part in piece) for piece in play.cmd]
-    assert play_cmd == ['ros2', 'bag', 'play', '/data/drive_01', '--clock', '--rate', '0.5']
+    assert play_cmd == ['ros2', 'bag', 'play', '/data/drive_01', '--clock', '--rate', '0.5',
+                        '--qos-profile-overrides-path',
+                        os.path.join(CONFIG, 'bag_play_qos.yaml'), '--delay', '1.0']
+    assert os.path.isfile(play_cmd[-3])
     # The node: segmentation.launch.py's, given bag_eval's arguments and sim time.
     (include,) = [a for a in actions if isinstance(a, IncludeLaunchDescription)]
     source = include.launch_description_source
