@@ -159,6 +159,14 @@ def health(snapshot: dict, min_rate_hz: float, latency_budget_ms: float) -> Tupl
     return max(level for level, _ in problems), '; '.join(text for _, text in problems)
 
 
+def camera_health(problems: List[Tuple[int, str]], received: int) -> Tuple[int, str]:
+    """(level, message) of one camera's images from CameraHealth.report(): the worst level,
+    the problems listed together; OK once frames arrived and none persists."""
+    if not problems:
+        return OK, 'images look fine' if received else 'no images yet'
+    return max(level for level, _ in problems), '; '.join(text for _, text in problems)
+
+
 def key_values(snapshot: dict, extra: Optional[Dict[str, str]] = None) -> List[Tuple[str, str]]:
     """(key, value) strings for a DiagnosticStatus, dropped frames listed per reason."""
     def fmt(value):

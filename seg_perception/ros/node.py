@@ -31,7 +31,9 @@ from vision_msgs.msg import LabelInfo, VisionClass
 
 from seg_perception.errors import SegPerceptionError
 from seg_perception.ros import conversions, outputs, params
-from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from seg_perception.ros.camera_health import NETWORK_SIZE, CameraHealth
+from seg_perception.ros.diagnostics import (ERROR, OK, WARN, CameraStats, camera_health, health,
+                                            key_values)
 from seg_perception.ros.ground_node import GroundPublishers
 from seg_perception.signals import StopSignals
 from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
@@ -175,6 +177,10 @@ class SegmentationNode(Node):
         cfg = self.config
         names = [c.name for c in cfg.cameras]
         self.stats = {name: CameraStats(cfg.diagnostics_window_s) for name in names}
+        # Checked at the network's input size: what the model sees, and a fixed cost
+        # (stand-in pipelines without one get the default model's).
+        size = getattr(self.pipeline.info, 'input_size', NETWORK_SIZE)
+        self.health = {name: CameraHealth(name, size, cfg.health) for name in names}
         self.raw_cameras = {c.name for c in cfg.cameras if c.transport == 'raw'}
         self.receive_buffer = ReceiveBufferCheck(receive_buffer_ceiling())
         self.slots = FrameSlots(names)
@@ -182,7 +188,8 @@ class SegmentationNode(Node):
             self.pipeline, self.stats, self._publish,
             lambda: self.get_clock().now().nanoseconds,
             max_frame_age_ms=cfg.max_frame_age_ms, warn=self.get_logger().warning,
-            ego_masks={c.name: c.ego for c in cfg.cameras if c.ego is not None})
+            ego_masks={c.name: c.ego for c in cfg.cameras if c.ego is not None},
+            health=self.health)
         self.worker = InferenceWorker(self.slots, processor, self._on_worker_error)
         self.worker.start()
 
@@ -199,6 +206,8 @@ class SegmentationNode(Node):
         for camera in self.config.cameras:
             self.updater.add(f'{camera.name} segmentation',
                              functools.partial(self._diagnose, camera.name))
+            self.updater.add(f'{camera.name} camera',
+                             functools.partial(self._diagnose_camera, camera.name))
 
     # -- runtime -------------------------------------------------------------------------
     def _on_image(self, camera: str, msg) -> None:
@@ -259,6 +268,13 @@ class SegmentationNode(Node):
             stat.add(key, value)
         if self.ground is not None:
             stat.add('ground', self.ground.outputs.status(camera))
+        return stat
+
+    def _diagnose_camera(self, camera: str, stat):
+        state = self.health[camera]
+        level, message = camera_health(state.report(), self.stats[camera].received)
+        stat.summary(_LEVELS[level], message)
+        stat.add('stamps_out_of_order', str(state.stamps_out_of_order))
         return stat
 
     def destroy_node(self):

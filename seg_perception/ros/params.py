@@ -18,6 +18,7 @@ from seg_perception.ground.ego import EgoMask
 from seg_perception.ground.grid import FUSION_MODES, GridGeometry
 from seg_perception.ground.projection import GroundPlane
 from seg_perception.labels import EGO_ID, EGO_NAME
+from seg_perception.ros.camera_health import HealthThresholds
 
 NODE_NAME = 'segmentation_node'
 BACKENDS = BACKENDS + tuple(BACKEND_ALIASES)
@@ -80,6 +81,26 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
               min_value=1),
     ParamSpec('diagnostics.window_s', 5.0, 'Window for rates and latency percentiles',
               min_value=0.5),
+    ParamSpec('health.persist_s', 1.0, 'Camera health: a condition is reported (WARN) once '
+              'it has held on every frame this long (s)', min_value=0),
+    ParamSpec('health.error_s', 5.0, 'Camera health: ERROR once a condition has held this '
+              'long (s); >= health.persist_s', min_value=0),
+    ParamSpec('health.dark_luminance', 20.0, 'Camera health: dark when the brightest 1 % of '
+              'pixels are below this luminance (0-255); 0 = no check', min_value=0),
+    ParamSpec('health.saturated_fraction', 0.25, 'Camera health: over-exposed when more than '
+              'this share of the pixels is saturated (0-1); 0 = no check', min_value=0),
+    ParamSpec('health.blocked_fraction', 0.4, 'Camera health: blocked when one low-texture '
+              'region staying in place covers this share of the image (0-1); 0 = no check',
+              min_value=0),
+    ParamSpec('health.blocked_texture', 1.0, 'Camera health: a 12x12 block (network pixels) '
+              'is low-texture when its grey-level standard deviation is below this',
+              min_value=0),
+    ParamSpec('health.frozen_difference', 0.05, 'Camera health: frozen when the mean '
+              'absolute grey-level difference to the previous frame is at most this',
+              min_value=0),
+    ParamSpec('health.stamp_min_step_ms', 0.0, 'Camera health: stamps frozen or out of order '
+              'when a header stamp is not later than the previous one by more than this (ms)',
+              min_value=0),
     ParamSpec('publish_ground_points', False, 'Publish <camera>/segmentation/ground_points '
               '(organised PointCloud2 in ground.frame, pixel-aligned with the labels) while '
               'someone subscribes; needs the camera\'s CameraInfo and tf'),
@@ -184,6 +205,7 @@ class NodeConfig:
     diagnostics_window_s: float
     ground: GroundConfig = GroundConfig()
     grid: GridConfig = GridConfig()
+    health: HealthThresholds = HealthThresholds()
 
     @property
     def uses_ground(self) -> bool:
@@ -362,6 +384,20 @@ def _ground_configs(node: Dict[str, Any]) -> Tuple[GroundConfig, GridConfig]:
     return ground, grid
 
 
+def _health_thresholds(node: Dict[str, Any]) -> HealthThresholds:
+    """The camera-health thresholds; ParameterError naming the parameter if unusable."""
+    for key, top in (('health.dark_luminance', 255.0), ('health.saturated_fraction', 1.0),
+                     ('health.blocked_fraction', 1.0)):
+        if node[key] > top:
+            raise ParameterError(f'parameter {key!r}: {node[key]!r} is above the maximum '
+                                 f'{top:g}')
+    if node['health.error_s'] < node['health.persist_s']:
+        raise ParameterError(f"parameter 'health.error_s': {node['health.error_s']!r} is "
+                             f"below health.persist_s ({node['health.persist_s']!r})")
+    return HealthThresholds(**{key[len('health.'):]: node[key] for key in node
+                               if key.startswith('health.')})
+
+
 def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
                  resolve_topic: Optional[Callable[[str], str]] = None) -> NodeConfig:
     """Validate parameter values (name -> value, as declared) into a NodeConfig.
@@ -396,7 +432,8 @@ def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
         output_qos=QosConfig(node['output_qos.reliability'], node['output_qos.depth']),
         min_rate_hz=node['diagnostics.min_rate_hz'],
         latency_budget_ms=node['diagnostics.latency_budget_ms'],
-        diagnostics_window_s=node['diagnostics.window_s'], ground=ground, grid=grid)
+        diagnostics_window_s=node['diagnostics.window_s'], ground=ground, grid=grid,
+        health=_health_thresholds(node))
 
 
 def unknown_parameters(given: Sequence[str], declared: Sequence[str]) -> List[str]:

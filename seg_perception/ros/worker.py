@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from seg_perception.ros import conversions
+from seg_perception.ros.camera_health import CameraHealth
 from seg_perception.ros.diagnostics import CameraStats, stamps_ahead_text
 
 # Drop reasons, as counted in diagnostics.
@@ -104,8 +105,10 @@ class FrameProcessor:
                  publish: Callable[[Frame, Any], None], now_ns: Callable[[], int], *,
                  max_frame_age_ms: float = 0.0, warn: Callable[[str], None] = print,
                  decode: Callable = conversions.decode, throttle: Optional[WarnThrottle] = None,
-                 adopt_resolution_after: int = 30, ego_masks: Optional[Dict[str, Any]] = None):
-        """``ego_masks``: camera -> EgoMask (ground/ego.py) for the cameras that have one."""
+                 adopt_resolution_after: int = 30, ego_masks: Optional[Dict[str, Any]] = None,
+                 health: Optional[Dict[str, CameraHealth]] = None):
+        """``ego_masks``: camera -> EgoMask (ground/ego.py) for the cameras that have one;
+        ``health``: camera -> CameraHealth, fed every frame that reaches the worker."""
         self.pipeline = pipeline
         self.stats = stats
         self.publish = publish
@@ -116,6 +119,7 @@ class FrameProcessor:
         self.throttle = throttle or WarnThrottle()
         self.adopt_after = adopt_resolution_after
         self.ego_masks = dict(ego_masks or {})
+        self.health = dict(health or {})
         self._sizes: Dict[str, Tuple[int, int]] = {}
         self._mismatches: Dict[str, int] = {}
 
@@ -154,6 +158,9 @@ class FrameProcessor:
         now = self.now_ns()
         for frame in frames:
             started = time.perf_counter()
+            health = self.health.get(frame.camera)
+            if health is not None:      # before the age check: frozen stamps make frames old
+                health.check_stamp(frame.stamp_ns, frame.arrived)
             age_ns = now - frame.stamp_ns
             if self.max_age_ns and frame.stamp_ns and age_ns > self.max_age_ns:
                 self.drop(frame, TOO_OLD, f'{age_ns / 1e6:.0f} ms old, max_frame_age_ms is '
@@ -164,6 +171,8 @@ class FrameProcessor:
             except conversions.ConversionError as exc:
                 self.drop(frame, BAD_FRAME, str(exc))
                 continue
+            if health is not None:
+                health.check_image(decoded.pixels, decoded.encoding, frame.arrived)
             if self._size_ok(frame, decoded.pixels.shape[:2]):
                 ready.append((frame, decoded, time.perf_counter() - started))
         return ready
