@@ -258,4 +258,3 @@ def _default_palette(count: int) -> List[List[int]]:
     import colorsys
     return [[round(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 0.95)]
             for i in range(count)]
-

@@ -58,8 +58,9 @@ class _Builder:
 
 def _resize(b: _Builder, x: str, size: str, nearest: bool = False) -> str:
     """Resize N×C×h×w ``x`` to the int64 [height, width] tensor ``size``."""
-    sizes = b.op('Concat', [b.op('Slice', [b.op('Shape', [x]), b.const('zero', [0], np.int64),
-                                          b.const('two', [2], np.int64)]), size], axis=0)
+    leading = b.op('Slice', [b.op('Shape', [x]), b.const('zero', [0], np.int64),
+                             b.const('two', [2], np.int64)])
+    sizes = b.op('Concat', [leading, size], axis=0)
     mode = dict(mode='nearest', nearest_mode='round_prefer_ceil') if nearest \
         else dict(mode='linear')
     return b.op('Resize', [x, '', '', sizes], coordinate_transformation_mode='half_pixel',
@@ -256,7 +257,8 @@ def wrap_graph(model, contract: Contract, plan: GraphPlan, camera_size: bool = T
         graph.output.append(helper.make_tensor_value_info(name, TensorProto.UINT8, shape))
     # The preprocessing runs first: topological order is what the checker wants.
     nodes = b.nodes + list(graph.node)
-    pre = [n for n in b.nodes if _is_pre(n, b.nodes, plan.input_name)]
+    needed = _producers_of(plan.input_name, b.nodes)
+    pre = [n for n in b.nodes if id(n) in needed]
     post = [n for n in b.nodes if n not in pre]
     del graph.node[:]
     graph.node.extend(pre + [n for n in nodes if n not in b.nodes] + post)
@@ -264,8 +266,8 @@ def wrap_graph(model, contract: Contract, plan: GraphPlan, camera_size: bool = T
     return model, outputs
 
 
-def _is_pre(node, nodes, network_input: str) -> bool:
-    """Whether ``node`` is one of the wrapper's nodes the network input depends on."""
+def _producers_of(network_input: str, nodes) -> set:
+    """The ids of the wrapper's ``nodes`` that the network input depends on."""
     producers = {out: n for n in nodes for out in n.output}
     needed, stack = set(), [network_input]
     while stack:
@@ -275,4 +277,4 @@ def _is_pre(node, nodes, network_input: str) -> bool:
             continue
         needed.add(id(producer))
         stack.extend(producer.input)
-    return id(node) in needed
+    return needed
