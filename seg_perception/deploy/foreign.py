@@ -208,7 +208,8 @@ def run_graph(path: str, plan: GraphPlan, tensor: np.ndarray) -> Dict[str, np.nd
 
 def _scores_at(scores: np.ndarray, contract: Contract, plan: GraphPlan,
                camera: Tuple[int, int], camera_size: bool, nearest: bool) -> np.ndarray:
-    """C×h×w scores brought to the network size, cropped, then (camera_size) to the camera."""
+    """C×h×w scores brought to the camera size as wrap.py does: directly, or by the network
+    size (letterbox: cropped there), or to the network size only (not camera_size)."""
     interpolation = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
     planes = np.ascontiguousarray(scores.transpose(1, 2, 0).astype(np.float32))
 
@@ -216,8 +217,11 @@ def _scores_at(scores: np.ndarray, contract: Contract, plan: GraphPlan,
         out = cv2.resize(image, (size[1], size[0]), interpolation=interpolation)
         return out.reshape(size + (planes.shape[2],))
 
+    letterbox = contract.input.resize == 'letterbox'
+    if camera_size and not letterbox:
+        return resize(planes, tuple(camera)).transpose(2, 0, 1)
     planes = resize(planes, plan.size)
-    if contract.input.resize == 'letterbox':
+    if letterbox:
         box = letterbox_box(camera, plan.size)
         planes = np.ascontiguousarray(planes[box.top:box.top + box.height,
                                              box.left:box.left + box.width])

@@ -4,8 +4,8 @@
       -> float, NHWC -> NCHW, [BGR], resize to the network size (stretch, or letterbox:
          scaled to fit and padded), x * scale, (x - mean) / std, [NHWC], [float16]
       -> the foreign graph, unchanged
-      -> each head: bilinear resize to the network size, [letterbox crop],
-         [camera mode] bilinear resize to H×W, then argmax / threshold
+      -> each head: bilinear resize to H×W (network mode: to the network size; letterbox:
+         to the network size, crop, then to H×W), then argmax / threshold
       -> labels         uint8 N×H×W class ids (drivable-only model: 0 / 1)
       -> masks          uint8 N×M×H×W, 255 = on         (when the contract has binary heads)
       -> probabilities  uint8 N×P×H×W, round(p × 255)   (when the contract asks for classes)
@@ -117,7 +117,10 @@ def _preprocess(b: _Builder, contract: Contract, plan: GraphPlan, geo: _Geometry
 
 def _to_output_size(b: _Builder, x: str, geo: _Geometry, camera_size: bool,
                     nearest: bool = False) -> str:
-    """N×C×h×w scores to the network size, cropped to the frame, then to the camera size."""
+    """N×C×h×w scores to the camera size (one resize, as the families' own inference does),
+    or (letterbox) to the network size, cropped to the frame, then to the camera size."""
+    if camera_size and not geo.letterbox:
+        return _resize(b, x, geo.camera, nearest)
     x = _resize(b, x, geo.network, nearest)
     if geo.letterbox:
         x = b.op('Slice', [x, geo.start, geo.end, b.const('hw_axes', [2, 3], np.int64)])
