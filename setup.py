@@ -36,6 +36,9 @@ DEV = sorted(set(TRAIN + EXPORT)) + [
     'scikit-image>=0.21',
     'lark>=1.1',
     'packaging',
+    # The import-model recipes (config/contracts/) are tested on these families' models.
+    'segmentation-models-pytorch>=0.3',
+    'transformers>=4.30',
 ]
 
 setup(
@@ -50,6 +53,7 @@ setup(
         ('share/' + PACKAGE + '/launch', glob('launch/*.launch.py')),
         ('share/' + PACKAGE + '/config', glob('config/*.yaml') + glob('config/*.xml')),
         ('share/' + PACKAGE + '/config/train', glob('config/train/*.yaml')),
+        ('share/' + PACKAGE + '/config/contracts', glob('config/contracts/*.yaml')),
     ],
     python_requires='>=3.10',
     install_requires=RUNTIME,

@@ -19,6 +19,7 @@ from seg_perception.errors import SegPerceptionError
 COMMANDS = {
     'models': 'list architectures with parameter counts',
     'export': 'export a checkpoint to the deployable ONNX graph',
+    'import-model': 'wrap a foreign ONNX segmentation graph by its contract',
     'train': 'train a model from a config file',
     'evaluate': 'evaluate a checkpoint or ONNX model on a dataset',
     'class-weights': 'compute class weights from training labels',

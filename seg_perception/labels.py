@@ -123,14 +123,26 @@ BDD100K_DRIVABLE = LabelSpace(
     description='BDD100K drivable area: 0 direct, 1 alternative, 2 background',
 )
 
+# BDD100K's semantic segmentation uses the 19 Cityscapes train ids, names and colours.
+BDD100K_SEM_SEG = LabelSpace(
+    name='bdd100k_sem_seg',
+    class_names=CITYSCAPES.class_names,
+    palette=CITYSCAPES.palette,
+    drivable_ids=CITYSCAPES.drivable_ids,
+    ignore_index=255,
+    description='BDD100K sem_seg: the 19 Cityscapes train ids',
+)
+
 LABEL_SPACES: Dict[str, LabelSpace] = {
-    space.name: space for space in (CITYSCAPES, CAMVID, BDD100K_DRIVABLE)}
+    space.name: space for space in (CITYSCAPES, CAMVID, BDD100K_DRIVABLE, BDD100K_SEM_SEG)}
+# Other spellings of the same spaces (contracts of imported models use these).
+LABEL_SPACE_ALIASES: Dict[str, str] = {'cityscapes19': 'cityscapes', 'camvid11': 'camvid'}
 
 
 def get_label_space(name: str) -> LabelSpace:
     """Return a registered label space; an unknown name lists the known ones."""
     try:
-        return LABEL_SPACES[name.lower()]
+        return LABEL_SPACES[LABEL_SPACE_ALIASES.get(name.lower(), name.lower())]
     except KeyError:
         raise UnknownNameError(f'unknown label space {name!r}; known: '
                                f'{", ".join(sorted(LABEL_SPACES))}') from None

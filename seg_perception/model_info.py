@@ -59,6 +59,10 @@ class ModelInfo:
     # Filled in by export: what the ONNX graph outputs and at which resolution.
     outputs: List[str] = field(default_factory=lambda: ['labels'])
     output_resolution: str = 'camera'      # 'camera' or 'network'
+    # The channels of the 'masks' output (N×M×h×w uint8, 255 = on), e.g. ['lane_lines'],
+    # and of the 'probabilities' output (N×P×h×w uint8, p × 255), as class names.
+    masks: List[str] = field(default_factory=list)
+    probabilities: List[str] = field(default_factory=list)
     # What the file's graph computes in: 'int8' for a quantised graph, 'fp16' for half
     # weights. load_model_info reads it from the graph itself.
     precision: str = 'fp32'
@@ -91,6 +95,11 @@ class ModelInfo:
         if self.output_resolution not in OUTPUT_RESOLUTIONS:
             raise ModelInfoError(f'output_resolution must be camera or network, '
                                  f'got {self.output_resolution!r}')
+        unknown = [name for name in self.probabilities if name not in self.class_names]
+        if unknown:
+            raise ModelInfoError(f'probabilities: {", ".join(unknown)} not among the classes')
+        if len(set(self.masks)) != len(self.masks):
+            raise ModelInfoError(f'masks: a name appears twice in {self.masks}')
         if self.precision not in PRECISIONS:
             raise ModelInfoError(f'precision must be one of {", ".join(PRECISIONS)}, '
                                  f'got {self.precision!r}')

@@ -2,7 +2,8 @@
 
 Every backend has the same small interface (``Backend``): ``run(images)`` takes a
 C-contiguous uint8 N×H×W×3 RGB batch and returns ``{'labels': uint8 N×h×w}``
-(plus ``'confidence'`` when the model has it); ``describe()`` says what runs
+(plus ``'confidence'``, and the N×K×h×w ``'masks'`` and ``'probabilities'`` whose channels
+ModelInfo.masks / .probabilities name, when the model has them); ``describe()`` says what runs
 where and why it was chosen. The exported graph does all preprocessing, so a
 backend only moves bytes. The backends themselves: onnxruntime_backend.py,
 trt/backend.py, torch_backend.py; backends.py picks one.
@@ -45,7 +46,8 @@ class Backend:
     def run(self, images: np.ndarray) -> Dict[str, np.ndarray]:
         """Segment a uint8 N×H×W×3 RGB batch.
 
-        Returns 'labels' (uint8 N×h×w) and, if the model has it, 'confidence'.
+        Returns 'labels' (uint8 N×h×w) and every other output the model has
+        ('confidence', 'masks', 'probabilities': ModelInfo.outputs).
         The arrays may be buffers the backend reuses: valid until the next call
         with the same input shape; copy what you keep.
         """
@@ -57,7 +59,8 @@ class Backend:
 
     def outputs(self) -> List[dict]:
         """Name, shape and dtype of each model output."""
-        return [{'name': name, 'shape': [None, None, None], 'dtype': 'uint8'}
+        planes = ('masks', 'probabilities')       # N×K×h×w; the others are N×h×w
+        return [{'name': name, 'shape': [None] * (4 if name in planes else 3), 'dtype': 'uint8'}
                 for name in self.info.outputs]
 
     def describe(self) -> dict:

@@ -4,7 +4,8 @@
       convert     check each frame, turn it into RGB and (fast path) resize it to
                   the network input size, straight into a preallocated batch
       infer       one backend call per batch (ONNX Runtime / TensorRT / PyTorch)
-      upsample    class ids (and confidence) to camera resolution
+      upsample    class ids (and confidence, extra masks, class probabilities) to
+                  camera resolution
       drivable    drivable mask, 255 = drivable (ego region, small holes: optional)
       overlay     optional colour overlay: image blended with the palette colours
     -> one SegResult per frame, in order, with the stage times in ms
@@ -77,6 +78,10 @@ class SegResult:
     confidence: Optional[np.ndarray] = None  # H×W uint8, max softmax × 255
     color: Optional[np.ndarray] = None      # H×W×3 uint8 RGB overlay
     timings: Dict[str, float] = field(default_factory=dict)   # ms per stage
+    # A model's extra binary heads (ModelInfo.masks), H×W uint8, 255 = on, by mask name,
+    # and its per-class scores (ModelInfo.probabilities), H×W uint8 p × 255, by class name.
+    masks: Dict[str, np.ndarray] = field(default_factory=dict)
+    probabilities: Dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class SegmentationPipeline:
@@ -277,6 +282,9 @@ class SegmentationPipeline:
             confidence = self._resize_into(outputs['confidence'][slot], size,
                                            self._output('confidence', index, size),
                                            cv2.INTER_LINEAR)
+        masks = self._planes(outputs, 'masks', self.info.masks, slot, index, size, NEAREST)
+        probabilities = self._planes(outputs, 'probabilities', self.info.probabilities, slot,
+                                     index, size, cv2.INTER_LINEAR)
         timing['upsample'] = _ms(t0)
 
         t0 = time.perf_counter()
@@ -297,7 +305,18 @@ class SegmentationPipeline:
                             dst=color)
         timing['overlay'] = _ms(t0)
         timing['postprocess'] = timing['upsample'] + timing['drivable'] + timing['overlay']
-        return SegResult(labels, mask, confidence, color, timing)
+        return SegResult(labels, mask, confidence, color, timing, masks, probabilities)
+
+    def _planes(self, outputs, output: str, names, slot, index, size,
+                interpolation) -> Dict[str, np.ndarray]:
+        """The channels of an N×K×h×w output (masks, probabilities) at the result size."""
+        if output not in outputs:
+            return {}
+        planes = outputs[output][slot]
+        return {name: self._resize_into(planes[channel], size,
+                                        self._output(f'{output}:{name}', index, size),
+                                        interpolation)
+                for channel, name in enumerate(names)}
 
     @staticmethod
     def _resize_into(source: np.ndarray, size, out: np.ndarray, interpolation) -> np.ndarray:
