@@ -18,7 +18,8 @@ from seg_perception import cli
 from seg_perception.errors import InvalidValueError
 from seg_perception.replay.bag_io import (IMAGE, BagError, OutputError, camera_namespace,
                                           open_bag, output_topic)
-from seg_perception.replay.bag_eval import Camera, evaluate_bag
+from seg_perception.replay.bag_eval import evaluate_bag
+from seg_perception.replay.cameras import Camera
 
 
 def evaluate(bag, out, **kwargs):

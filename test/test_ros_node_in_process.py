@@ -70,7 +70,8 @@ class DescribedPipeline:
 
     def __init__(self, config):
         self.info = types.SimpleNamespace(class_names=['road', 'car'],
-                                          palette=[[10, 20, 30], [200, 0, 0]])
+                                          palette=[[10, 20, 30], [200, 0, 0]],
+                                          input_size=(360, 480))
 
     def describe(self):
         return {'name': 'fake', 'precision': 'fp32', 'device': 'cpu', 'drivable_ids': [0]}

@@ -15,7 +15,7 @@ from seg_perception.ground.ego import EgoMask
 
 def ego_masks(mask_specs: Sequence[str], polygon_specs: Sequence[str],
               cameras) -> Dict[str, EgoMask]:
-    """Camera name -> EgoMask for the run's ``cameras`` (bag_eval.Camera objects);
+    """Camera name -> EgoMask for the run's ``cameras`` (cameras.Camera objects);
     InvalidValueError naming the option for an unknown camera or a bad polygon, EgoMaskError
     for an unreadable mask file."""
     names = {}

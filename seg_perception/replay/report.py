@@ -283,7 +283,7 @@ def write_report(output_dir: str, summary: Dict, cameras, overlays: List[tuple],
                  scorer=None, model_info=None) -> Dict:
     """Write metrics.json (+ metrics.md), the pictures, report.md and report.html.
 
-    ``cameras``: bag_eval.Camera objects (their per-frame records); ``overlays``:
+    ``cameras``: cameras.Camera objects (their per-frame records); ``overlays``:
     (caption, RGB picture); ``scorer``: a ground_truth.Scorer when there was ground
     truth; ``model_info``: names the classes in metrics.json without one.
     Returns the metrics.json content; OutputError naming the file that cannot be

@@ -31,7 +31,7 @@ from vision_msgs.msg import LabelInfo, VisionClass
 
 from seg_perception.errors import SegPerceptionError
 from seg_perception.ros import conversions, outputs, params
-from seg_perception.ros.camera_health import NETWORK_SIZE, CameraHealth
+from seg_perception.ros.camera_health import CameraHealth
 from seg_perception.ros.diagnostics import (ERROR, OK, WARN, CameraStats, camera_health, health,
                                             key_values)
 from seg_perception.ros.ground_node import GroundPublishers
@@ -179,7 +179,7 @@ class SegmentationNode(Node):
         self.stats = {name: CameraStats(cfg.diagnostics_window_s) for name in names}
         # Checked at the network's input size: what the model sees, and a fixed cost
         # (stand-in pipelines without one get the default model's).
-        size = getattr(self.pipeline.info, 'input_size', NETWORK_SIZE)
+        size = tuple(self.pipeline.info.input_size)
         self.health = {name: CameraHealth(name, size, cfg.health) for name in names}
         self.raw_cameras = {c.name for c in cfg.cameras if c.transport == 'raw'}
         self.receive_buffer = ReceiveBufferCheck(receive_buffer_ceiling())

@@ -13,12 +13,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from seg_perception import model_info
 from seg_perception.choices import BACKEND_ALIASES, BACKENDS, OUTPUT_RESOLUTIONS, PRECISIONS
-from seg_perception.errors import InvalidValueError
 from seg_perception.ground.ego import EgoMask
 from seg_perception.ground.grid import FUSION_MODES, GridGeometry
 from seg_perception.ground.projection import GroundPlane
 from seg_perception.labels import EGO_ID, EGO_NAME
 from seg_perception.ros.camera_health import HealthThresholds
+from seg_perception.errors import InvalidValueError
+from seg_perception.ros.param_spec import ParameterError, ParamSpec, checked_values, expect_type
+# Part of this module's interface for the node: the parameters it knows and those it does not.
+from seg_perception.ros.param_spec import unknown_parameters  # noqa: F401
 
 NODE_NAME = 'segmentation_node'
 BACKENDS = BACKENDS + tuple(BACKEND_ALIASES)
@@ -26,29 +29,6 @@ TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
 # Camera names become topic and parameter name tokens.
 _CAMERA_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
-
-
-class ParameterError(InvalidValueError):
-    """A node parameter has a value the node cannot start with."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One parameter: its default (None: no default, any type), what it means, its limits."""
-
-    name: str
-    default: Any
-    description: str
-    choices: Tuple[str, ...] = ()
-    min_value: Optional[float] = None
-
-    def constraints(self) -> str:
-        """Human-readable limits, for the ParameterDescriptor."""
-        if self.choices:
-            return 'one of: ' + ', '.join(self.choices)
-        if self.min_value is not None:
-            return f'>= {self.min_value:g}'
-        return ''
 
 
 NODE_PARAMS: Tuple[ParamSpec, ...] = (
@@ -228,52 +208,10 @@ class NodeConfig:
                     engine_cache_dir=self.engine_cache_dir or None)
 
 
-def _check_value(spec: ParamSpec, value: Any) -> None:
-    if spec.choices and value not in spec.choices:
-        raise ParameterError(f'parameter {spec.name!r}: {value!r} is not one of '
-                             f'{", ".join(spec.choices)}')
-    if spec.min_value is not None and value < spec.min_value:
-        raise ParameterError(f'parameter {spec.name!r}: {value!r} is below the minimum '
-                             f'{spec.min_value:g}')
-
-
-def _expect_type(spec: ParamSpec, value: Any) -> Any:
-    """Values of the default's type (an int is accepted for a float parameter)."""
-    default = spec.default
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, list):
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        kind = 'list of strings' if isinstance(default, list) else type(default).__name__
-        raise ParameterError(f'parameter {spec.name!r}: expected a {kind}, got {value!r}')
-    return value
-
-
-def checked_values(specs: Sequence[ParamSpec], values: Dict[str, Any]) -> Dict[str, Any]:
-    """Each spec's value (its default when absent), type- and range-checked."""
-    out = {}
-    for spec in specs:
-        value = _expect_type(spec, values.get(spec.name, spec.default))
-        if value is not None:
-            _check_value(spec, value)
-        out[spec.name] = value
-    return out
-
-
 def camera_names(values: Dict[str, Any]) -> List[str]:
     """The validated ``cameras`` list."""
     spec = NODE_PARAMS[0]
-    names = list(_expect_type(spec, values.get('cameras', spec.default)))
+    names = list(expect_type(spec, values.get('cameras', spec.default)))
     if not names:
         raise ParameterError("parameter 'cameras': needs at least one camera name")
     for name in names:
@@ -434,12 +372,6 @@ def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
         latency_budget_ms=node['diagnostics.latency_budget_ms'],
         diagnostics_window_s=node['diagnostics.window_s'], ground=ground, grid=grid,
         health=_health_thresholds(node))
-
-
-def unknown_parameters(given: Sequence[str], declared: Sequence[str]) -> List[str]:
-    """Names set from outside (YAML, command line) that the node does not know: typos."""
-    known = set(declared) | {'use_sim_time', 'diagnostic_updater.period'}
-    return sorted(n for n in given if n not in known and not n.startswith('qos_overrides.'))
 
 
 def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[int]],
