@@ -155,3 +155,14 @@ def ros(workspace, tmp_path):
         client.close()
     for launched in started:
         launched.close()
+
+
+def write_params(path, cameras, **extra):
+    """A node parameter file: cameras = {name: (topic, transport)}."""
+    lines = ['/**:', '  ros__parameters:', f'    cameras: [{", ".join(cameras)}]']
+    for name, (topic, transport) in cameras.items():
+        lines += [f'    cameras.{name}.topic: {topic}',
+                  f'    cameras.{name}.transport: {transport}']
+    lines += [f'    {key}: {value}' for key, value in extra.items()]
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)

@@ -17,24 +17,13 @@ import numpy as np
 import pytest
 
 from conftest import require_ros
-from live_ros_fixtures import next_domain
+from live_ros_fixtures import next_domain, write_params
 from ros_live_helpers import expected_halves, halves_frame, wait_until
 
 pytest_plugins = ['live_ros_fixtures']
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 HEIGHT, WIDTH = 48, 64
-
-
-def write_params(path, cameras, **extra):
-    """A node parameter file: cameras = {name: (topic, transport)}."""
-    lines = ['/**:', '  ros__parameters:', f'    cameras: [{", ".join(cameras)}]']
-    for name, (topic, transport) in cameras.items():
-        lines += [f'    cameras.{name}.topic: {topic}',
-                  f'    cameras.{name}.transport: {transport}']
-    lines += [f'    {key}: {value}' for key, value in extra.items()]
-    path.write_text('\n'.join(lines) + '\n')
-    return str(path)
 
 
 def check_labels(received, camera, sent, encoding_kind):
