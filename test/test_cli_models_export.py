@@ -82,6 +82,21 @@ def test_export_writes_a_valid_model_with_matching_metadata(capsys, tmp_path, ti
     assert written.output_resolution == 'network'
 
 
+def test_export_probabilities_option_takes_names_spaced_or_comma_separated(
+        capsys, tmp_path, tiny_checkpoint):
+    checkpoint, info = tiny_checkpoint
+    names = list(info.class_names[:3])
+    output = tmp_path / 'p.onnx'
+    assert cli.main(['export', '--checkpoint', str(checkpoint), '--output', str(output),
+                     '--probabilities', f'{names[0]},{names[1]}', names[2]]) == 0
+    assert re.search(r'ONNX Runtime equals PyTorch on 100\.0+%', capsys.readouterr().out)
+    written = load_model_info(str(output))
+    assert written.probabilities == names and written.outputs == ['labels', 'probabilities']
+    assert cli.main(['export', '--checkpoint', str(checkpoint), '--output',
+                     str(tmp_path / 'q.onnx'), '--no-verify', '--probabilities', 'unicorn']) == 2
+    assert 'not among the classes' in capsys.readouterr().err
+
+
 def test_export_defaults_come_from_the_checkpoint(capsys, tmp_path, tiny_checkpoint):
     checkpoint, info = tiny_checkpoint
     output = tmp_path / 'plain.onnx'

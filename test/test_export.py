@@ -153,6 +153,38 @@ def test_confidence_is_the_rounded_max_softmax(tmp_path, tiny):
     assert (labels == expected_labels).mean() >= 0.999
 
 
+def test_probabilities_of_the_classes_asked_for(tmp_path, tiny):
+    """#21: the softmax probability of chosen classes, p x 255, beside labels and confidence,
+    only when asked, and passed through the pipeline by class name."""
+    from seg_perception.runtime.pipeline import SegmentationPipeline
+    model, info = tiny
+    chosen = [info.class_names[2], info.class_names[0]]
+    path = tmp_path / 'probabilities.onnx'
+    written = export_onnx(model, info, str(path), with_confidence=True, probabilities=chosen)
+    assert written.outputs == ['labels', 'confidence', 'probabilities']
+    assert load_model_info(str(path)).probabilities == chosen
+    frames = smooth_frames(2, 41, 57, seed=4)
+    labels, confidence, probabilities = session(path).run(None, {'images': frames})
+    assert probabilities.dtype == np.uint8 and probabilities.shape == (2, 2, 41, 57)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    x = F.interpolate(x, size=tuple(info.input_size), mode='bilinear', align_corners=False)
+    x = (x - torch.tensor(info.mean).view(1, 3, 1, 1)) / torch.tensor(info.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = F.interpolate(model.eval()(x), size=(41, 57), mode='bilinear',
+                               align_corners=False)
+    expected = torch.round(torch.softmax(logits, dim=1)[:, [2, 0]] * 255).numpy()
+    difference = np.abs(probabilities.astype(int) - expected.astype(int))
+    assert difference.max() <= 1 and (difference == 0).mean() >= 0.99
+    (result,) = SegmentationPipeline(str(path), backend='onnxruntime').process([frames[0]])
+    assert sorted(result.probabilities) == sorted(chosen)
+    np.testing.assert_array_equal(result.probabilities[chosen[0]], probabilities[0, 0])
+    # Without the option the graph has no such output; an unknown class is one clear error.
+    plain = export_onnx(model, info, str(tmp_path / 'plain.onnx'))
+    assert plain.outputs == ['labels'] and plain.probabilities == []
+    with pytest.raises(ValueError, match='not among the classes'):
+        export_onnx(model, info, str(tmp_path / 'bad.onnx'), probabilities=['unicorn'])
+
+
 def test_network_resolution_output(tmp_path, tiny):
     model, info = tiny
     path = tmp_path / 'network.onnx'

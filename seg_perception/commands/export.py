@@ -35,6 +35,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--exporter', choices=EXPORTERS, default='auto',
                         help='torch exporter (auto: dynamo for opset >= 18, falling back '
                              'to legacy; legacy below 18)')
+    parser.add_argument('--probabilities', nargs='+', default=[], metavar='CLASS',
+                        help='also output the softmax probability (uint8, p × 255) of these '
+                             "classes (names, space- or comma-separated) as 'probabilities'")
     parser.add_argument('--no-verify', action='store_true',
                         help='skip comparing ONNX Runtime with PyTorch on a test frame')
 
@@ -47,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
         info = export_onnx(model, info, args.output, opset=args.opset,
                            with_confidence=args.confidence,
                            output_resolution=args.output_resolution,
-                           input_size=args.input_size, exporter=args.exporter)
+                           input_size=args.input_size, exporter=args.exporter,
+                           probabilities=[name.strip() for arg in args.probabilities
+                                          for name in arg.split(',') if name.strip()])
     except ExportError as exc:
         raise CommandError(f'{args.checkpoint}: {exc}') from exc
     parameters = sum(p.numel() for p in model.parameters())

@@ -168,10 +168,13 @@ def _check_runtime(path: str, output_names: Sequence[str]) -> None:
 def export_onnx(model: nn.Module, info: ModelInfo, path: str, *, opset: int = DEFAULT_OPSET,
                 with_confidence: bool = False, output_resolution: str = 'camera',
                 input_size: Optional[Sequence[int]] = None,
-                exporter: str = 'auto') -> ModelInfo:
+                exporter: str = 'auto', probabilities: Sequence[str] = ()) -> ModelInfo:
     """Export ``model`` as the deployable graph to ``path``; return the ModelInfo it carries.
 
     ``input_size`` (height, width) overrides the network input size of ``info``.
+    ``probabilities``: class names whose softmax probability the graph also outputs
+    ('probabilities', uint8 N×P×H×W, p × 255); only when asked, since each costs a channel
+    at the output resolution.
     ``exporter``: 'dynamo' (torch.export based, opset >= 18), 'legacy' (TorchScript
     based, deprecated by torch but still the one for opset <= 17) or 'auto' (dynamo
     for opset >= 18, falling back to legacy if it fails; legacy below). The file is
@@ -186,9 +189,11 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str, *, opset: int = DE
     size = tuple(int(v) for v in (input_size if input_size is not None else info.input_size))
     if len(size) != 2 or min(size) < 1:
         raise InvalidValueError(f'input_size must be (height, width), got {input_size}')
-    output_names = ['labels', 'confidence'] if with_confidence else ['labels']
+    output_names = ['labels'] + (['confidence'] if with_confidence else [])
+    output_names += ['probabilities'] if probabilities else []
     info = dataclasses.replace(info, input_size=size, outputs=output_names,
-                               output_resolution=output_resolution)
+                               output_resolution=output_resolution,
+                               probabilities=list(probabilities))
 
     if os.path.isdir(path):
         raise InvalidValueError(f'output {path} is a folder; give the path of the .onnx file to '
@@ -239,7 +244,8 @@ def parity_with_torch(path: str, model: nn.Module, info: ModelInfo,
     wrapper = DeployableSegmenter(model, info, output_resolution=info.output_resolution)
     try:
         with torch.no_grad():
-            torch_labels = wrapper(images).cpu().numpy()
+            outputs = wrapper(images)      # labels, then any probabilities the info asks for
+        torch_labels = (outputs[0] if isinstance(outputs, tuple) else outputs).cpu().numpy()
     finally:
         model.train(was_training)
     if onnx_labels.shape != torch_labels.shape:

@@ -16,13 +16,16 @@ from seg_perception.model_info import ModelInfo
 
 
 class DeployableSegmenter(nn.Module):
-    """Camera bytes in, class ids (and confidence) out: the graph that gets exported."""
+    """Camera bytes in, class ids (and confidence, class probabilities) out: the graph that
+    gets exported. ``info.probabilities`` names the classes whose softmax probability the
+    graph also outputs, as 'probabilities' (uint8 N×P×H×W, p × 255)."""
 
     def __init__(self, model: nn.Module, info: ModelInfo, *, with_confidence: bool = False,
                  output_resolution: str = 'camera'):
         super().__init__()
         check_choice('output_resolution', output_resolution, OUTPUT_RESOLUTIONS)
         self.model = model
+        self.probability_ids = [info.class_names.index(name) for name in info.probabilities]
         self.input_size = tuple(int(v) for v in info.input_size)
         self.with_confidence = bool(with_confidence)
         self.output_resolution = output_resolution
@@ -52,10 +55,17 @@ class DeployableSegmenter(nn.Module):
             logits = F.interpolate(logits, size=camera_size, mode='bilinear',
                                    align_corners=False)
         labels = logits.argmax(dim=1).to(torch.uint8)
-        if not self.with_confidence:
+        if not self.with_confidence and not self.probability_ids:
             return labels
-        # max softmax = 1 / sum(exp(logits - max)), without forming the softmax.
+        outputs = [labels]
+        # Softmax terms relative to the top class: exp(logits - max) / sum(...), formed only
+        # for the channels asked for.
         top = logits.amax(dim=1, keepdim=True)
-        max_probability = 1.0 / torch.exp(logits - top).sum(dim=1)
-        confidence = torch.round(max_probability * 255.0).to(torch.uint8)
-        return labels, confidence
+        total = torch.exp(logits - top).sum(dim=1, keepdim=True)
+        if self.with_confidence:                   # max softmax = 1 / sum(exp(logits - max))
+            max_probability = 1.0 / total[:, 0]
+            outputs.append(torch.round(max_probability * 255.0).to(torch.uint8))
+        if self.probability_ids:
+            chosen = torch.exp(logits[:, self.probability_ids] - top) / total
+            outputs.append(torch.round(chosen * 255.0).to(torch.uint8))
+        return tuple(outputs)
