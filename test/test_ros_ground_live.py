@@ -122,8 +122,10 @@ def test_ground_points_grid_ego_and_bad_geometry_live(ros, tmp_path, colour_mode
     # Bottom row: 1.5 m below a 64 px focal length, 23.5 px below the centre.
     np.testing.assert_allclose(xyz[-1, :, 0], 1.5 * WIDTH / 23.5, rtol=0.01)
     np.testing.assert_allclose(xyz[-1, :, 2], 0.0, atol=1e-6)
-    stamps = {(m.header.stamp.sec, m.header.stamp.nanosec) for m in labels['front']}
-    assert (cloud.header.stamp.sec, cloud.header.stamp.nanosec) in stamps
+    # The cloud carries its labels' stamp (the two topics may arrive here in either order).
+    cloud_stamp = (cloud.header.stamp.sec, cloud.header.stamp.nanosec)
+    assert wait_until(lambda: cloud_stamp in {(m.header.stamp.sec, m.header.stamp.nanosec)
+                                              for m in labels['front']}, 10), cloud_stamp
 
     # Ego pixels: label 255 in the bottom rows, named in LabelInfo.
     front = np.frombuffer(bytes(labels['front'][-1].data), np.uint8).reshape(HEIGHT, WIDTH)
