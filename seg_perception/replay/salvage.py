@@ -119,7 +119,21 @@ class _Cursor:
         return self.pos >= self.size
 
 
-class McapSalvage:
+class _ScannedFile:
+    """A salvage reader that walks the file's records from the start: ``_scan`` yields
+    (channel id, log time, data) as the subclass's ``_scan_stream`` reads them."""
+
+    path: Path
+
+    def _scan(self, keep_data: bool) -> Iterator[Tuple[int, int, bytes]]:
+        with open(self.path, 'rb') as stream:
+            yield from self._scan_stream(stream, keep_data)
+
+    def _scan_stream(self, stream, keep_data: bool) -> Iterator[Tuple[int, int, bytes]]:
+        raise NotImplementedError
+
+
+class McapSalvage(_ScannedFile):
     """The readable part of a damaged MCAP file (ros2 profile)."""
 
     kind = 'mcap'
@@ -165,10 +179,6 @@ class McapSalvage:
             record.u64()                                  # publish time
             return channel_id, log_time, body[record.pos:] if keep_data else b''
         return None
-
-    def _scan(self, keep_data: bool) -> Iterator[Tuple[int, int, bytes]]:
-        with open(self.path, 'rb') as stream:
-            yield from self._scan_stream(stream, keep_data)
 
     def _scan_stream(self, stream, keep_data: bool) -> Iterator[Tuple[int, int, bytes]]:
         cursor = _Cursor(stream, self.path.stat().st_size)
@@ -270,7 +280,7 @@ def _ros1_fields(header: bytes) -> Dict[str, bytes]:
     return fields
 
 
-class Ros1Salvage:
+class Ros1Salvage(_ScannedFile):
     """The readable records of a damaged or unindexed ROS 1 bag."""
 
     kind = 'ros1'
@@ -308,10 +318,6 @@ class Ros1Salvage:
             sec, nsec = struct.unpack('<II', header['time'])
             return conn, sec * 1_000_000_000 + nsec, data if keep_data else b''
         return None
-
-    def _scan(self, keep_data: bool) -> Iterator[Tuple[int, int, bytes]]:
-        with open(self.path, 'rb') as stream:
-            yield from self._scan_stream(stream, keep_data)
 
     def _scan_stream(self, stream, keep_data: bool) -> Iterator[Tuple[int, int, bytes]]:
         cursor = _Cursor(stream, self.path.stat().st_size)
