@@ -122,6 +122,9 @@ def test_worker_reports_processor_errors_and_keeps_running():
             self.calls += 1
             raise RuntimeError('publisher gone')
 
+        def hand_over(self):        # no model swap waiting
+            return False
+
     slots = worker.FrameSlots(['front'])
     processor = Exploding()
     runner = worker.InferenceWorker(slots, processor, errors.append, poll_s=0.01)

@@ -7,7 +7,14 @@ and ``.../camera_info`` when a CameraInfo topic is configured; every output
 carries its input image's header. The class map is published once on the latched
 ``segmentation/label_info`` (vision_msgs/LabelInfo) and mirrored in the read-only
 parameters ``class_map.*``; with an ego-vehicle mask its pixels are label 255
-``ego_vehicle``. Ground-plane outputs (ground points, the drivable grid) are made by
+``ego_vehicle``. A model's extra outputs go to ``.../<mask name>`` (mono8, 255 = on)
+and, for the classes in ``publish_probabilities``, ``.../probability/<class>`` (mono8,
+p × 255). The colour image is made only while someone subscribes to it.
+
+``model``, ``backend`` and ``precision`` can be set while the node runs (the other
+parameters are read-only): the set call loads the new model and answers once it is
+segmenting, or refuses with the reason and the old model keeps running (see
+_on_set_parameters). Ground-plane outputs (ground points, the drivable grid) are made by
 ground_node.py from CameraInfo and tf. Health per camera goes to /diagnostics.
 
 Callbacks only keep the newest message per camera; one worker thread decodes,
@@ -17,20 +24,23 @@ are described in params.py and config/*.yaml.
 import functools
 import sys
 import time
+from dataclasses import replace
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import LabelInfo, VisionClass
 
-from seg_perception.errors import SegPerceptionError
-from seg_perception.ros import conversions, outputs, params
+from seg_perception.errors import InvalidValueError, SegPerceptionError
+from seg_perception.ros import conversions, model_swap, outputs, params
 from seg_perception.ros.camera_health import CameraHealth
 from seg_perception.ros.diagnostics import (ERROR, OK, WARN, CameraStats, camera_health, health,
                                             key_values)
@@ -105,7 +115,8 @@ class SegmentationNode(Node):
         for spec in specs:
             descriptor = ParameterDescriptor(
                 description=spec.description, additional_constraints=spec.constraints(),
-                read_only=True,     # read once at start-up: refuse changes that would not apply
+                # Read once at start-up: refuse changes that would not apply (but a model swap).
+                read_only=spec.name not in params.SWAPPABLE,
                 dynamic_typing=spec.default is None or isinstance(spec.default, float))
             try:
                 values[spec.name] = self.declare_parameter(spec.name, spec.default,
@@ -141,37 +152,59 @@ class SegmentationNode(Node):
     def _create_topics(self, info) -> None:
         cfg = self.config
         self.options = outputs.OutputOptions(cfg.publish_drivable, cfg.publish_color,
-                                             cfg.publish_confidence)
+                                             cfg.publish_confidence, cfg.publish_probabilities)
+        try:
+            kinds = self._output_kinds(info)
+        except InvalidValueError as exc:
+            raise StartupError(f'cannot use model {cfg.model_path}: {exc}') from None
         out_qos = qos_profile(cfg.output_qos)
-        kinds = [outputs.LABELS] + [kind for kind, wanted in (
-            (outputs.DRIVABLE, cfg.publish_drivable), (outputs.COLOR, cfg.publish_color),
-            (outputs.CONFIDENCE, cfg.publish_confidence)) if wanted]
         self.image_publishers = {}
         self.camera_infos = {}
         self.info_publishers = {}
+        # Images arrive in a group of their own: they keep coming while a model swap
+        # (a set-parameters call, default group) loads the new model.
+        self.intake_group = MutuallyExclusiveCallbackGroup()
         for camera in cfg.cameras:
-            self.image_publishers[camera.name] = {
-                kind: self.create_publisher(Image, outputs.output_topic(camera.name, kind),
-                                            out_qos) for kind in kinds}
+            self.image_publishers[camera.name] = self._image_publishers(camera.name, kinds)
             msg_type = CompressedImage if camera.transport == 'compressed' else Image
             self.create_subscription(msg_type, camera.topic,
                                      functools.partial(self._on_image, camera.name),
-                                     qos_profile(cfg.input_qos))
+                                     qos_profile(cfg.input_qos), callback_group=self.intake_group)
             if camera.camera_info_topic:
                 self.info_publishers[camera.name] = self.create_publisher(
                     CameraInfo, outputs.output_topic(camera.name, outputs.CAMERA_INFO), out_qos)
                 self.create_subscription(
                     CameraInfo, camera.camera_info_topic,
                     functools.partial(self.camera_infos.__setitem__, camera.name),
-                    qos_profile(cfg.input_qos))
+                    qos_profile(cfg.input_qos), callback_group=self.intake_group)
         self.label_info_publisher = self.create_publisher(
             LabelInfo, LABEL_INFO_TOPIC, qos_profile(params.QosConfig('reliable', 1), True))
+        self._publish_label_info(info)
+        self.ground = GroundPublishers(self, cfg, out_qos) if cfg.uses_ground else None
+        if getattr(self, '_swap_callback', None) is None:
+            self._swap_callback = self._on_set_parameters
+            self.add_on_set_parameters_callback(self._swap_callback)
+
+    def _output_kinds(self, info):
+        """The image topic kinds for a model (InvalidValueError if it lacks an output)."""
+        # (getattr: stand-in pipelines of the tests describe only the classes)
+        params.check_probabilities(self.options.probabilities,
+                                   getattr(info, 'probabilities', ()))
+        return outputs.output_kinds(self.options, getattr(info, 'masks', ()))
+
+    def _image_publishers(self, camera: str, kinds, reuse=None) -> dict:
+        """kind -> Image publisher of ``camera``, taken from ``reuse`` where it has one."""
+        reuse = reuse or {}
+        out_qos = qos_profile(self.config.output_qos)
+        return {kind: reuse.get(kind) or self.create_publisher(
+            Image, outputs.output_topic(camera, kind), out_qos) for kind in kinds}
+
+    def _publish_label_info(self, info) -> None:
         label_info = LabelInfo(threshold=0.0, class_map=[
             VisionClass(class_id=i, class_name=n)
-            for i, n in outputs.label_info_classes(info.class_names, cfg.has_ego)])
+            for i, n in outputs.label_info_classes(info.class_names, self.config.has_ego)])
         label_info.header.stamp = self.get_clock().now().to_msg()
         self.label_info_publisher.publish(label_info)
-        self.ground = GroundPublishers(self, cfg, out_qos) if cfg.uses_ground else None
 
     def _create_worker(self) -> None:
         cfg = self.config
@@ -224,7 +257,10 @@ class SegmentationNode(Node):
         """Publish one result with the input's header (runs on the worker thread)."""
         header = frame.msg.header
         publishers = self.image_publishers[frame.camera]
-        for kind, pixels, encoding in outputs.result_images(result, self.options, self.palette):
+        options = self.options
+        if options.color:
+            options = replace(options, color=self._color_wanted(frame.camera, result))
+        for kind, pixels, encoding in outputs.result_images(result, options, self.palette):
             publishers[kind].publish(conversions.build_image(Image, pixels, encoding, header))
         camera_info = self.camera_infos.get(frame.camera)
         if camera_info is not None:
@@ -232,6 +268,90 @@ class SegmentationNode(Node):
                 self._scaled_info(camera_info, header, result.labels.shape))
         if self.ground is not None:
             self.ground.on_result(frame, result, camera_info)
+
+    def _color_wanted(self, camera: str, result) -> bool:
+        """Whether to publish ``camera``'s colour image now: only while someone subscribes.
+
+        The pipeline colourises the next batch only if some camera's colour image has a
+        subscriber; a result made without colour is published without it.
+        """
+        subscribed = {name: publishers[outputs.COLOR].get_subscription_count() > 0
+                      for name, publishers in self.image_publishers.items()}
+        if hasattr(self.pipeline, 'want_color'):
+            self.pipeline.want_color = any(subscribed.values())
+            return subscribed[camera] and result.color is not None
+        return subscribed[camera]      # stand-in pipelines: outputs.result_images colours
+
+    # -- model swap --------------------------------------------------------------------
+    # The set-parameters call waits until the new model segments (or is refused): the
+    # issue's contract is that a failed load refuses the call with the reason. The load
+    # runs on the executor thread of the parameter service; images keep arriving in
+    # their own callback group and the worker keeps publishing with the old model.
+    _swap_factory = staticmethod(create_pipeline)    # how a swap loads (tests replace it)
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        changes = {p.name: p.value for p in parameters if p.name in params.SWAPPABLE}
+        if not changes:         # use_sim_time, and the class_map.* updates of a swap
+            return SetParametersResult(successful=True)
+        try:
+            self._swap_model(changes)
+        except (params.ParameterError, model_swap.SwapRefused) as exc:
+            self.get_logger().error(f'model swap refused: {exc}')
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _swap_model(self, changes: dict) -> None:
+        """Load the model ``changes`` ask for and hand it to the worker between two
+        batches; ParameterError or SwapRefused (nothing changed) when it cannot be used."""
+        config = params.swapped_config(self.config, changes)
+        pipeline = model_swap.load_pipeline(config, self._swap_factory, self.get_logger().info,
+                                            check=lambda loaded: self._output_kinds(loaded.info))
+        info = pipeline.info
+        described = pipeline.describe()
+        kinds = self._output_kinds(info)
+        old_publishers = self.image_publishers
+        publishers = {camera: self._image_publishers(camera, kinds, old_publishers[camera])
+                      for camera in old_publishers}
+        palette = outputs.palette_lut(info.class_names, info.palette)
+
+        def on_swap():          # on the worker thread, between two batches
+            self.pipeline, self.palette, self.image_publishers = pipeline, palette, publishers
+
+        self._hand_over(pipeline, on_swap)
+        for camera, old in old_publishers.items():
+            for kind, publisher in old.items():
+                if publishers[camera].get(kind) is not publisher:
+                    self.destroy_publisher(publisher)
+        self.config = config
+        self._update_class_map(info, described['drivable_ids'])
+        self._publish_label_info(info)
+        self.backend_values = self._backend_values(described)
+        if getattr(self, 'updater', None) is not None:
+            self.updater.setHardwareID(self.backend_values.get('device', 'none'))
+        self.get_logger().info(f'model swap: swapped to {config.model_path} '
+                               f'[{self.backend_values["backend"]}]')
+
+    def _hand_over(self, pipeline, on_swap) -> None:
+        """Give the worker ``pipeline``; return once it segments with it."""
+        if self.worker is None:
+            on_swap()
+            return
+        processor = self.worker.processor
+        done = processor.replace_pipeline(pipeline, on_swap)
+        while not done.wait(0.1):
+            if not self.worker.alive:   # a stopped worker takes nothing: swap here
+                processor.hand_over()
+
+    def _update_class_map(self, info, drivable_ids) -> None:
+        """The read-only class_map.* parameters for a swapped-in model (rclpy's internal
+        path with descriptors given is the one that may change read-only parameters)."""
+        values = params.class_map_parameters(info.class_names, info.palette, drivable_ids,
+                                             self.config.has_ego)
+        descriptors = {name: ParameterDescriptor(read_only=True, dynamic_typing=True,
+                                                 description='class map of the model')
+                       for name in values}
+        self._set_parameters([Parameter(name, value=value) for name, value in values.items()],
+                             descriptors=descriptors)
 
     @staticmethod
     def _scaled_info(info: CameraInfo, header, shape) -> CameraInfo:
@@ -285,7 +405,8 @@ class SegmentationNode(Node):
 
 def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> None:
     """Spin the node until a stop signal arrives or something shuts rclpy down."""
-    executor = SingleThreadedExecutor(context=node.context)
+    # Two threads: images keep arriving (intake callback group) while a model swap loads.
+    executor = MultiThreadedExecutor(num_threads=2, context=node.context)
     executor.add_node(node)
     try:
         while stop.received is None and rclpy.ok(context=node.context):

@@ -19,11 +19,19 @@ DRIVABLE = 'drivable_mask'
 COLOR = 'color'
 CONFIDENCE = 'confidence'
 CAMERA_INFO = 'camera_info'
+PROBABILITY = 'probability'
+# Topic kinds of the node (and ground_node.py's ground_points): a model's mask cannot take one.
+RESERVED_KINDS = (LABELS, DRIVABLE, COLOR, CONFIDENCE, CAMERA_INFO, PROBABILITY, 'ground_points')
 
 
 def output_topic(camera: str, kind: str) -> str:
     """``<camera>/segmentation/<kind>``, relative to the node's namespace (remappable)."""
     return f'{camera}/segmentation/{kind}'
+
+
+def probability_kind(class_name: str) -> str:
+    """The topic kind of one class's probability image: ``probability/<class>``."""
+    return f'{PROBABILITY}/{class_name}'
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,8 @@ class OutputOptions:
     drivable: bool = True
     color: bool = False
     confidence: bool = False
+    # Classes whose probability image to publish (each among the model's probabilities).
+    probabilities: Tuple[str, ...] = ()
 
 
 def result_images(result, options: OutputOptions,
@@ -41,6 +51,9 @@ def result_images(result, options: OutputOptions,
 
     ``palette``: a 256×3 lookup table used when colour is wanted but the pipeline
     did not colourise. Confidence is skipped when the model has no confidence output.
+    Every mask of the result is published (kind: the mask's name), and the probability
+    of each class in ``options.probabilities`` that the result has (kind:
+    :func:`probability_kind`).
     """
     images = [(LABELS, result.labels, 'mono8')]
     if options.drivable:
@@ -56,7 +69,26 @@ def result_images(result, options: OutputOptions,
         images.append((COLOR, color, 'rgb8'))
     if options.confidence and getattr(result, 'confidence', None) is not None:
         images.append((CONFIDENCE, result.confidence, 'mono8'))
+    for name, pixels in (getattr(result, 'masks', None) or {}).items():
+        images.append((name, pixels, 'mono8'))
+    probabilities = getattr(result, 'probabilities', None) or {}
+    for name in options.probabilities:
+        if name in probabilities:
+            images.append((probability_kind(name), probabilities[name], 'mono8'))
     return images
+
+
+def output_kinds(options: OutputOptions, masks: Sequence[str] = ()) -> List[str]:
+    """The topic kinds :func:`result_images` can give for a model with these ``masks``
+    (the publishers to create); InvalidValueError for a mask named like another output."""
+    clashes = [name for name in masks if name in RESERVED_KINDS]
+    if clashes:
+        raise InvalidValueError(f'model mask {", ".join(clashes)}: the name of another '
+                                f'output topic ({", ".join(RESERVED_KINDS)}); rename the mask')
+    kinds = [LABELS] + [kind for kind, wanted in (
+        (DRIVABLE, options.drivable), (COLOR, options.color),
+        (CONFIDENCE, options.confidence)) if wanted]
+    return kinds + list(masks) + [probability_kind(name) for name in options.probabilities]
 
 
 def palette_lut(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> np.ndarray:

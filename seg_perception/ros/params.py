@@ -8,7 +8,7 @@ values to :func:`build_config`, which checks them all and returns a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from seg_perception import model_info
@@ -27,6 +27,8 @@ NODE_NAME = 'segmentation_node'
 BACKENDS = BACKENDS + tuple(BACKEND_ALIASES)
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+# The parameters that can change while the node runs (a model swap); the others are read-only.
+SWAPPABLE = ('model', 'backend', 'precision')
 # Camera names become topic and parameter name tokens.
 _CAMERA_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
 
@@ -45,6 +47,9 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('publish_drivable', True, 'Publish <camera>/segmentation/drivable_mask'),
     ParamSpec('publish_color', False, 'Publish <camera>/segmentation/color (rgb8)'),
     ParamSpec('publish_confidence', False, 'Publish <camera>/segmentation/confidence (mono8)'),
+    ParamSpec('publish_probabilities', None, 'Classes whose probability (mono8, p x 255) '
+              'goes to <camera>/segmentation/probability/<class>; each must be among the '
+              "model's probability outputs. Unset or empty = none"),
     ParamSpec('drivable_classes', None, 'Drivable classes (names or ids) replacing the '
               "model's; unset or empty = the model's"),
     ParamSpec('max_frame_age_ms', 500.0, 'Drop frames whose header stamp is older than this '
@@ -186,6 +191,7 @@ class NodeConfig:
     ground: GroundConfig = GroundConfig()
     grid: GridConfig = GridConfig()
     health: HealthThresholds = HealthThresholds()
+    publish_probabilities: Tuple[str, ...] = ()
 
     @property
     def uses_ground(self) -> bool:
@@ -283,6 +289,17 @@ def _drivable_classes(value: Any) -> Optional[Tuple[Any, ...]]:
     return tuple(value)
 
 
+def _class_names(parameter: str, value: Any) -> Tuple[str, ...]:
+    """A list of class names (or one comma-separated string); unset or empty: none."""
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return ()
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(',') if v.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ParameterError(f'parameter {parameter!r}: expected class names, got {value!r}')
+    return tuple(value)
+
+
 def _ego_mask(name: str, cam: Dict[str, Any]) -> Optional[EgoMask]:
     """The camera's ego mask from ``ego_mask`` (a PNG) or ``ego_polygon``, if either is set."""
     prefix = f'cameras.{name}.'
@@ -371,7 +388,37 @@ def build_config(values: Dict[str, Any], *, check_model_file: bool = True,
         min_rate_hz=node['diagnostics.min_rate_hz'],
         latency_budget_ms=node['diagnostics.latency_budget_ms'],
         diagnostics_window_s=node['diagnostics.window_s'], ground=ground, grid=grid,
-        health=_health_thresholds(node))
+        health=_health_thresholds(node),
+        publish_probabilities=_class_names('publish_probabilities',
+                                           values.get('publish_probabilities')))
+
+
+def swapped_config(config: NodeConfig, changes: Dict[str, Any]) -> NodeConfig:
+    """``config`` with the model parameters in ``changes`` (name -> value: model, backend,
+    precision) checked and applied; ParameterError naming the parameter."""
+    others = sorted(set(changes) - set(SWAPPABLE))
+    if others:
+        raise ParameterError(f'parameter {others[0]!r} is read-only while the node runs')
+    specs = [spec for spec in NODE_PARAMS if spec.name in changes]
+    checked = checked_values(specs, changes)
+    updates = {}
+    if 'model' in checked:
+        updates['model_path'] = resolve_model_path(checked['model'])
+    for name in ('backend', 'precision'):
+        if name in checked:
+            updates[name] = checked[name]
+    return replace(config, **updates)
+
+
+def check_probabilities(wanted: Sequence[str], available: Sequence[str]) -> None:
+    """ParameterError when a class in ``wanted`` is not among the model's probabilities."""
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        has = ', '.join(available) if available else 'none'
+        raise ParameterError(
+            f"parameter 'publish_probabilities': {', '.join(missing)} not among the model's "
+            f'probability outputs (it has: {has}); `seg-perception export --probabilities` '
+            "or the import contract's probabilities: add them")
 
 
 def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[int]],

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from seg_perception.ros import conversions
 from seg_perception.ros.camera_health import CameraHealth
 from seg_perception.ros.diagnostics import CameraStats, stamps_ahead_text
+from seg_perception.ros.model_swap import PipelineHandover
 
 # Drop reasons, as counted in diagnostics.
 SUPERSEDED = 'superseded'               # a newer frame arrived before inference took it
@@ -122,6 +123,17 @@ class FrameProcessor:
         self.health = dict(health or {})
         self._sizes: Dict[str, Tuple[int, int]] = {}
         self._mismatches: Dict[str, int] = {}
+        self._handover = PipelineHandover()
+
+    def replace_pipeline(self, pipeline,
+                         on_swap: Optional[Callable[[], None]] = None) -> threading.Event:
+        """Segment with ``pipeline`` from the next batch on (a model swap); ``on_swap`` runs
+        on the worker thread between the two batches. The event is set once swapped."""
+        return self._handover.offer(pipeline, on_swap)
+
+    def hand_over(self) -> bool:
+        """Take a waiting replacement pipeline, if any (call between batches only)."""
+        return self._handover.take(lambda pipeline: setattr(self, 'pipeline', pipeline))
 
     def _warn(self, frame: Frame, key: str, text: str) -> None:
         """Warn about ``frame``'s camera, throttled per camera and ``key``."""
@@ -200,6 +212,7 @@ class FrameProcessor:
 
     def process(self, frames: List[Frame]) -> int:
         """Handle one batch; return how many frames were published."""
+        self.hand_over()
         ready = self._prepare(frames)
         if not ready:
             return 0
@@ -239,6 +252,7 @@ class InferenceWorker:
         while not self._stop.is_set():
             frames = self.slots.take(timeout=self.poll_s)
             if not frames or self._stop.is_set():
+                self.processor.hand_over()      # a swap also completes while no frames come
                 continue
             try:
                 self.processor.process(frames)
