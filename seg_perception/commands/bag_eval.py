@@ -52,6 +52,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--ground-points', action='store_true',
                         help='also write <camera>/segmentation/ground_points (PointCloud2) for '
                              'cameras with a calibrated CameraInfo and tf')
+    parser.add_argument('--probabilities', nargs='+', default=[], metavar='CLASS',
+                        help='also write <camera>/segmentation/probability/<class> (mono8, '
+                             'p × 255) for these classes of a model with a probability '
+                             'output (names, space- or comma-separated); its masks are '
+                             'always written')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 
@@ -77,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
             storage=args.storage, copy_inputs=args.copy_inputs, overwrite=args.overwrite,
             overlays=args.overlays, progress=not args.no_progress,
             engine_cache_dir=args.engine_cache_dir, ego_mask=args.ego_mask,
-            ego_polygon=args.ego_polygon, ground_points=args.ground_points)
+            ego_polygon=args.ego_polygon, ground_points=args.ground_points,
+            probabilities=args.probabilities)
     except RunStopped as stopped:
         return report_stopped('bag-eval', stopped)
     print_summary(summary)

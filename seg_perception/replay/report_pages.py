@@ -100,6 +100,7 @@ def blocks(result: Dict, pictures: Dict[str, str],
     ground = result.get('ground')
     if ground:
         out += _ground_blocks(ground)
+    out += _extra_blocks(result.get('extra_outputs') or {})
     left_out = [f'{name} {note}' for name, c in cameras.items()
                 for note in c.get('overlays_left_out', ())]
     if overlays or left_out:
@@ -115,6 +116,25 @@ def blocks(result: Dict, pictures: Dict[str, str],
         out.append(('p', text))
         out += [('img', caption, path) for caption, path in overlays]
     out += [('p', note) for note in left_out]
+    return out
+
+
+def _extra_blocks(extra: Dict) -> List[tuple]:
+    masks, probabilities = extra.get('masks') or {}, extra.get('probabilities') or {}
+    if not masks and not probabilities:
+        return []
+    out: List[tuple] = [('h2', 'Masks and probabilities')]
+    if masks:
+        out.append(('p', 'The model\'s extra masks (mono8, 255 = on), not scored.'))
+        out.append(('table', ('mask', 'camera', 'topic', 'messages', 'pixels on (%)'),
+                    [(name, camera, c['topic'], c['messages'], _pct(c['on_fraction']))
+                     for name, cameras in masks.items() for camera, c in cameras.items()]))
+    if probabilities:
+        out.append(('p', 'Class probabilities asked for (mono8, p × 255).'))
+        out.append(('table', ('class', 'camera', 'topic', 'messages'),
+                    [(name, camera, c['topic'], c['messages'])
+                     for name, cameras in probabilities.items()
+                     for camera, c in cameras.items()]))
     return out
 
 

@@ -5,6 +5,7 @@ own message classes; bag tools can do the same with rosbags classes.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -24,6 +25,21 @@ CAMERA_INFO = 'camera_info'
 def output_topic(camera: str, kind: str) -> str:
     """``<camera>/segmentation/<kind>``, relative to the node's namespace (remappable)."""
     return f'{camera}/segmentation/{kind}'
+
+
+def mask_topic_kind(name: str) -> str:
+    """The output_topic kind of a model's extra mask ``name`` (ModelInfo.masks)."""
+    return _topic_token(name)
+
+
+def probability_topic_kind(class_name: str) -> str:
+    """The output_topic kind of the probability image of ``class_name``."""
+    return f'probability/{_topic_token(class_name)}'
+
+
+def _topic_token(name: str) -> str:
+    # A ROS name token holds letters, digits and underscores ('traffic light' -> traffic_light).
+    return re.sub(r'[^A-Za-z0-9_]', '_', str(name))
 
 
 @dataclass(frozen=True)
