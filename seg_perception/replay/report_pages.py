@@ -178,8 +178,13 @@ def _truth_blocks(result, truth, cameras, pictures) -> List[tuple]:
 def markdown_report(result: Dict, pictures: Dict[str, str],
                     overlays: Sequence[Tuple[str, str]], output_dir: str) -> str:
     """report.md: pictures linked relative to ``output_dir``."""
+    return render_markdown(blocks(result, pictures, overlays), output_dir)
+
+
+def render_markdown(page: Sequence[tuple], output_dir: str) -> str:
+    """Markdown of ``page``'s blocks (see blocks), pictures linked relative to ``output_dir``."""
     lines: List[str] = []
-    for block in blocks(result, pictures, overlays):
+    for block in page:
         kind = block[0]
         if kind == 'h1':
             lines += [f'# {block[1]}', '']
@@ -212,10 +217,16 @@ def _embedded(path: str) -> str:
 def html_report(result: Dict, pictures: Dict[str, str],
                 overlays: Sequence[Tuple[str, str]]) -> str:
     """report.html: one file, pictures embedded as base64 PNG."""
-    title = html.escape(f'Bag evaluation: {os.path.basename(result["bag"])}')
+    return render_html(f'Bag evaluation: {os.path.basename(result["bag"])}',
+                       blocks(result, pictures, overlays))
+
+
+def render_html(title: str, page: Sequence[tuple]) -> str:
+    """One HTML file of ``page``'s blocks (see blocks), pictures embedded as base64 PNG."""
+    title = html.escape(title)
     parts = ['<!DOCTYPE html>', '<html><head><meta charset="utf-8">',
              f'<title>{title}</title><style>{_STYLE}</style></head><body>']
-    for block in blocks(result, pictures, overlays):
+    for block in page:
         kind = block[0]
         if kind in ('h1', 'h2'):
             parts.append(f'<{kind}>{html.escape(block[1])}</{kind}>')
