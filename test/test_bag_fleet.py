@@ -109,24 +109,24 @@ def test_a_model_compared_with_itself_gives_zero_deltas(bags, tmp_path, capsys):
     assert 'labels differ on 0.000% of the pixels' in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_int8_form_gives_small_deltas_and_shows_where(bags, tmp_path):
+    """The small UNet of the quantisation tests against its INT8 form: the labels differ
+    on a few pixels (test_quantize's agreement floor), the report shows where."""
     pytest.importorskip('onnxruntime.quantization')
-    import cv2
-    from seg_perception.deploy.quantize import quantize_model
-    frames = []
-    for index in range(4):
-        path = tmp_path / f'calib{index}.png'
-        cv2.imwrite(str(path), bh.frame(index)[:, :, ::-1])
-        frames.append(str(path))
-    int8 = str(tmp_path / 'int8.onnx')
-    quantize_model(bh.model_path(), int8, frames, quantize_classifier=True)
-    summary = run_fleet([str(bags / 'good_*')], [bh.model_path(), int8], str(tmp_path / 'ab'),
-                        options=OPTIONS, workers=2, progress=False)
+    from test_quantize import AGREEMENT_FLOOR, export_small_unet, write_scenes
+    from seg_perception.deploy.quantize import find_images, quantize_model
+    fp32 = export_small_unet(tmp_path / 'unet.onnx')
+    write_scenes(str(tmp_path / 'calibration'), 4, seed=1)
+    int8 = str(tmp_path / 'unet.int8.onnx')
+    quantize_model(fp32, int8, find_images(str(tmp_path / 'calibration')))
+    summary = run_fleet([str(bags / 'good_*')], [fp32, int8], str(tmp_path / 'ab'),
+                        options={'overlays': 1}, workers=2, progress=False)
     comparison = summary['comparison']
-    assert 0.0 < comparison['label_disagreement'] < 0.05
-    assert abs(comparison['miou_delta']) < 0.05
-    assert comparison['most_different'][0] in ('good_a', 'good_b')
-    assert (tmp_path / 'ab' / 'overlays_ab' / f'{comparison["most_different"][0]}.png').is_file()
+    assert 0.0 < comparison['label_disagreement'] < 1.0 - AGREEMENT_FLOOR
+    worst = comparison['most_different'][0]
+    assert worst == max(comparison['per_bag'], key=lambda b: b['label_disagreement'])['name']
+    assert (tmp_path / 'ab' / 'overlays_ab' / f'{worst}.png').is_file()
     assert 'A above B' in (tmp_path / 'ab' / 'report.md').read_text()
 
 
