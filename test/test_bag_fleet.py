@@ -75,6 +75,7 @@ def test_parallel_run_pools_the_bags_lists_the_failed_and_resumes_the_rest(bags,
     assert resumed['per_model'][0]['frames'] == 7
 
 
+@pytest.mark.slow
 def test_the_same_run_on_ray_gives_the_same_aggregate(bags, tmp_path):
     ray = pytest.importorskip('ray')
     (bags / 'killer').rename(bags / 'good_c')

@@ -105,27 +105,17 @@ def run(args: argparse.Namespace) -> int:
     if is_fleet(args):
         return run_fleet(args)
     try:
-        summary = evaluate_until_stopped(
-            args.bag[0], args.model, args.output, topics=args.topics, labels_dir=args.labels,
-            label_topics=args.label_topic, label_kind=args.label_kind,
-            labels_match=args.labels_match, backend=args.backend, precision=args.precision,
-            threads=args.threads, drivable_classes=_args.drivable_classes(args.drivable_classes),
-            storage=args.storage, copy_inputs=args.copy_inputs, overwrite=args.overwrite,
-            overlays=args.overlays, progress=not args.no_progress,
-            engine_cache_dir=args.engine_cache_dir, ego_mask=args.ego_mask,
-            ego_polygon=args.ego_polygon, ground_points=args.ground_points,
-            probabilities=args.probabilities)
+        summary = evaluate_until_stopped(args.bag[0], args.model, args.output,
+                                         progress=not args.no_progress, **bag_options(args))
     except RunStopped as stopped:
         return report_stopped('bag-eval', stopped)
     print_summary(summary)
     return 0
 
 
-def run_fleet(args: argparse.Namespace) -> int:
-    """Every bag with one or two models, then the aggregate report; exit status 1 when a
-    bag failed."""
-    from seg_perception.replay.fleet import run_fleet as fleet
-    options = dict(
+def bag_options(args: argparse.Namespace) -> Dict:
+    """evaluate_bag's keywords for every bag, from the options."""
+    return dict(
         topics=args.topics, labels_dir=args.labels, label_topics=args.label_topic,
         label_kind=args.label_kind, labels_match=args.labels_match, backend=args.backend,
         precision=args.precision, threads=args.threads,
@@ -134,10 +124,16 @@ def run_fleet(args: argparse.Namespace) -> int:
         engine_cache_dir=args.engine_cache_dir, ego_mask=args.ego_mask,
         ego_polygon=args.ego_polygon, ground_points=args.ground_points,
         probabilities=args.probabilities)
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """Every bag with one or two models, then the aggregate report; exit status 1 when a
+    bag failed."""
+    from seg_perception.replay.fleet import run_fleet as fleet
     models = [args.model] + ([args.compare] if args.compare else [])
-    summary = fleet(args.bag, models, args.output, options=options, workers=args.workers,
-                    ray=args.ray, ray_address=args.ray_address, resume=args.resume,
-                    progress=not args.no_progress)
+    summary = fleet(args.bag, models, args.output, options=bag_options(args),
+                    workers=args.workers, ray=args.ray, ray_address=args.ray_address,
+                    resume=args.resume, progress=not args.no_progress)
     print_fleet_summary(summary)
     return 1 if summary['bags_failed'] else 0
 

@@ -32,7 +32,7 @@ from multiprocessing.connection import wait
 from typing import Callable, Dict, List, Optional, Sequence
 
 from seg_perception.errors import InvalidValueError
-from seg_perception.replay.fleet_work import FAILED, OK, BagTask, evaluate_task
+from seg_perception.replay.fleet_work import OK, BagTask, evaluate_task, failed_result
 
 LOG = logging.getLogger(__name__)
 BAG_SUFFIXES = ('.mcap', '.db3', '.bag')
@@ -176,11 +176,6 @@ def load_done(output_dir: str, tasks: Sequence[BagTask]) -> Dict[str, Dict]:
                 result.get('models') == task.models):
             done[task.name] = result
     return done
-
-
-def failed_result(task: BagTask, reason: str) -> Dict:
-    return {'bag': task.bag, 'name': task.name, 'models': list(task.models),
-            'status': FAILED, 'reason': reason, 'runs': [], 'disagreement': None}
 
 
 # -- progress -------------------------------------------------------------------------------

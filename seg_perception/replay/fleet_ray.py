@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional, Sequence
 
 from seg_perception.errors import CommandError
-from seg_perception.replay.fleet_work import BagTask, evaluate_task
+from seg_perception.replay.fleet_work import BagTask, evaluate_task, failed_result
 
 INSTALL = "pip install 'seg_perception[fleet]' (or pip install 'ray>=2.9')"
 
@@ -32,7 +32,6 @@ def run_ray(tasks: Sequence[BagTask], address: Optional[str],
     """Run ``tasks`` as Ray tasks on the cluster at ``address`` (None: the one this
     process is connected to, else RAY_ADDRESS or a new local one); ``on_result`` gets
     each bag's result as it comes."""
-    from seg_perception.replay.fleet import failed_result
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

@@ -44,6 +44,12 @@ class BagTask:
         return {k: v for k, v in asdict(self).items() if k != 'hook'}
 
 
+def failed_result(task: BagTask, reason: str) -> Dict:
+    """The result of a bag that could not be evaluated, for ``reason``."""
+    return {'bag': task.bag, 'name': task.name, 'models': list(task.models),
+            'status': FAILED, 'reason': reason, 'runs': [], 'disagreement': None}
+
+
 def _pipeline(model: str, options: Dict):
     from seg_perception.replay.bag_eval import make_pipeline
     keys = ('backend', 'precision', 'drivable_classes', 'threads', 'engine_cache_dir')
@@ -58,8 +64,7 @@ def evaluate_task(task: BagTask) -> Dict:
     """Evaluate ``task``'s bag with each model; the per-bag result (see the module doc)."""
     from seg_perception.replay.bag_eval import evaluate_bag
     started = time.monotonic()
-    result = {'bag': task.bag, 'name': task.name, 'models': list(task.models),
-              'status': OK, 'reason': None, 'runs': [], 'disagreement': None}
+    result = dict(failed_result(task, ''), status=OK, reason=None)
     if task.hook is not None:
         task.hook(task.bag)
     for model, output in zip(task.models, task.outputs):
