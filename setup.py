@@ -27,7 +27,8 @@ TRAIN = TORCH + [
 ]
 EXPORT = TORCH + ['timm>=0.9.12', 'onnxscript>=0.1']
 TENSORRT = ['tensorrt>=10.0', 'cuda-python>=12.0', 'polygraphy>=0.49']
-DEV = sorted(set(TRAIN + EXPORT)) + [
+FLEET = ['ray>=2.9']            # bag-eval --ray: many bags as Ray tasks on a cluster
+DEV = sorted(set(TRAIN + EXPORT + FLEET)) + [
     'pytest>=7',
     'flake8>=6',
     'import-linter>=2.1',
@@ -61,6 +62,7 @@ setup(
         'train': TRAIN,
         'export': EXPORT,
         'tensorrt': TENSORRT,
+        'fleet': FLEET,
         'dev': DEV,
     },
     zip_safe=True,

@@ -256,3 +256,19 @@ def ground_scene_messages(count: int = 3, camera_info: bool = True, tf: bool = T
         messages.append(('/cam_front/image_raw',
                          image_msg(store, picture, stamp, frame_id=OPTICAL_FRAME), stamp + 1))
     return messages
+
+
+def labelled_bag(path, count: int, wrong=(), topic: str = '/cam/image_raw'):
+    """A one-camera bag with a class label topic; the frames in ``wrong`` are labelled all
+    'road' (so the confusion matrix is not a diagonal)."""
+    store = typestore()
+    messages = []
+    for index in range(count):
+        stamp = START_NS + index * PERIOD_NS
+        picture = frame(index)
+        truth = rm.expected_labels(picture)
+        if index in wrong:
+            truth = np.zeros_like(truth)
+        messages += [('/cam/ground_truth/labels', image_msg(store, truth, stamp, 'mono8'), stamp),
+                     (topic, image_msg(store, picture, stamp), stamp + 1)]
+    return write_rosbag2(path, messages)

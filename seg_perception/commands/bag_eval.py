@@ -1,6 +1,9 @@
 """``seg-perception bag-eval``: replay a recorded bag through the node's pipeline.
 
 The work is done by :func:`seg_perception.replay.bag_eval.evaluate_bag`; this is its shell.
+Several bags (several ``--bag``, a folder of bags, a glob) or ``--compare``, ``--ray``,
+``--workers``, ``--resume`` make it a fleet run (:mod:`seg_perception.replay.fleet`):
+each bag evaluated as one bag is, in parallel, and one aggregate report.
 SIGINT and SIGTERM (Ctrl-C, ``kill``, systemd, launch) end a run as a partial one: the
 output bag is closed, the partial report written, one line says so and the exit status
 is 128 + the signal's number (130, 143).
@@ -22,9 +25,11 @@ from seg_perception.signals import StopSignals
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Options of ``seg-perception bag-eval``."""
-    parser.add_argument('--bag', required=True, metavar='PATH',
-                        help='rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag file')
+    parser.add_argument('--bag', required=True, nargs='+', action='extend', metavar='PATH',
+                        help='rosbag2 folder, .mcap or .db3 file, or ROS 1 .bag file; several '
+                             'bags, a folder of bags or a glob make a fleet run')
     _args.add_model_option(parser)
+    add_fleet_options(parser)
     parser.add_argument('--topics', nargs='+', metavar='TOPIC',
                         help='image topics to evaluate (default: every image topic)')
     parser.add_argument('--output', required=True, metavar='DIR',
@@ -52,7 +57,36 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--ground-points', action='store_true',
                         help='also write <camera>/segmentation/ground_points (PointCloud2) for '
                              'cameras with a calibrated CameraInfo and tf')
+    parser.add_argument('--probabilities', nargs='+', default=[], metavar='CLASS',
+                        help='also write <camera>/segmentation/probability/<class> (mono8, '
+                             'p × 255) for these classes of a model with a probability '
+                             'output (names, space- or comma-separated); its masks are '
+                             'always written')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def add_fleet_options(parser: argparse.ArgumentParser) -> None:
+    """Options of a run over many bags (seg_perception.replay.fleet)."""
+    parser.add_argument('--compare', metavar='MODEL_B', help='a second model: both run on every '
+                        'bag; the report gives the deltas B - A')
+    parser.add_argument('--workers', type=int, metavar='N',
+                        help='local worker processes (default: by CPUs and memory)')
+    parser.add_argument('--ray', action='store_true',
+                        help="run the bags as Ray tasks (the 'fleet' extra)")
+    parser.add_argument('--ray-address', metavar='ADDRESS',
+                        help='the Ray cluster to run on (implies --ray)')
+    parser.add_argument('--resume', action='store_true',
+                        help='keep the bags an earlier run into --output finished; run the '
+                             'missing and failed ones')
+
+
+def is_fleet(args: argparse.Namespace) -> bool:
+    """Many bags, or an option only a fleet run has."""
+    from seg_perception.replay.fleet import is_bag
+    return bool(len(args.bag) > 1 or args.compare or args.workers is not None or args.ray or
+                args.ray_address or args.resume or
+                (os.path.isdir(args.bag[0]) and not is_bag(args.bag[0])) or
+                any(c in args.bag[0] for c in '*?['))
 
 
 def add_ego_options(parser: argparse.ArgumentParser) -> None:
@@ -68,20 +102,62 @@ def add_ego_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Replay the bag, write the output bag and the report, print a summary."""
+    if is_fleet(args):
+        return run_fleet(args)
     try:
-        summary = evaluate_until_stopped(
-            args.bag, args.model, args.output, topics=args.topics, labels_dir=args.labels,
-            label_topics=args.label_topic, label_kind=args.label_kind,
-            labels_match=args.labels_match, backend=args.backend, precision=args.precision,
-            threads=args.threads, drivable_classes=_args.drivable_classes(args.drivable_classes),
-            storage=args.storage, copy_inputs=args.copy_inputs, overwrite=args.overwrite,
-            overlays=args.overlays, progress=not args.no_progress,
-            engine_cache_dir=args.engine_cache_dir, ego_mask=args.ego_mask,
-            ego_polygon=args.ego_polygon, ground_points=args.ground_points)
+        summary = evaluate_until_stopped(args.bag[0], args.model, args.output,
+                                         progress=not args.no_progress, **bag_options(args))
     except RunStopped as stopped:
         return report_stopped('bag-eval', stopped)
     print_summary(summary)
     return 0
+
+
+def bag_options(args: argparse.Namespace) -> Dict:
+    """evaluate_bag's keywords for every bag, from the options."""
+    return dict(
+        topics=args.topics, labels_dir=args.labels, label_topics=args.label_topic,
+        label_kind=args.label_kind, labels_match=args.labels_match, backend=args.backend,
+        precision=args.precision, threads=args.threads,
+        drivable_classes=_args.drivable_classes(args.drivable_classes), storage=args.storage,
+        copy_inputs=args.copy_inputs, overwrite=args.overwrite, overlays=args.overlays,
+        engine_cache_dir=args.engine_cache_dir, ego_mask=args.ego_mask,
+        ego_polygon=args.ego_polygon, ground_points=args.ground_points,
+        probabilities=args.probabilities)
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """Every bag with one or two models, then the aggregate report; exit status 1 when a
+    bag failed."""
+    from seg_perception.replay.fleet import run_fleet as fleet
+    models = [args.model] + ([args.compare] if args.compare else [])
+    summary = fleet(args.bag, models, args.output, options=bag_options(args),
+                    workers=args.workers, ray=args.ray, ray_address=args.ray_address,
+                    resume=args.resume, progress=not args.no_progress)
+    print_fleet_summary(summary)
+    return 1 if summary['bags_failed'] else 0
+
+
+def print_fleet_summary(summary: Dict) -> None:
+    """The bags done and failed, pooled accuracy and real time per model, where the files are."""
+    resumed = f' ({len(summary["resumed"])} kept from an earlier run)' if summary['resumed'] \
+        else ''
+    print(f'{summary["bags_ok"]} of {summary["bags_total"]} bags evaluated{resumed}')
+    for failed in summary['failed']:
+        print(f'failed: {failed["name"]} ({failed["bag"]}): {failed["reason"]}')
+    for model, pooled in zip(summary['models'], summary['per_model']):
+        metrics = pooled['metrics'] or {}
+        accuracy = (f', mIoU {100 * metrics["miou"]:.2f}%' if metrics.get('miou') is not None
+                    else '')
+        print(f'{model}: {pooled["frames"]} frames{accuracy}')
+        for name, camera in pooled['cameras'].items():
+            print(f'  {name}: real time {camera["verdict"]}')
+    comparison = summary.get('comparison')
+    if comparison and comparison['label_disagreement'] is not None:
+        print(f'B - A: labels differ on {100 * comparison["label_disagreement"]:.3f}% of the '
+              f'pixels; most on {", ".join(comparison["most_different"]) or "none"}')
+    print(f'report: {os.path.join(summary["output_dir"], "report.html")} (and report.md, '
+          'metrics.json)')
 
 
 def evaluate_until_stopped(*args, **kwargs) -> Dict:

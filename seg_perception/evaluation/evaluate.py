@@ -20,6 +20,8 @@ Output (``--output``): ``metrics.json`` (mIoU, per-class IoU, pixel accuracy, me
 class accuracy, frequency-weighted IoU, drivable-area IoU, the confusion matrix, ...),
 ``metrics.md`` and ``confusion_matrix.png``; see :mod:`seg_perception.evaluation.metrics` for the
 definitions. ``--save-predictions`` also writes ``predictions/<image name>.png`` (class ids).
+A model's extra masks (ModelInfo.masks) are not scored: a warning and ``masks_not_scored``
+in metrics.json say which.
 
 An ego mask (``--ego-mask``, ``--ego-polygon``: one ``ground.ego.EgoMask`` for the whole
 dataset, scaled to each image) is given to the model as deployed: the pipeline labels its
@@ -163,6 +165,16 @@ def _check_label_spaces(info, space) -> None:
                        ', '.join(space.class_names))
 
 
+def _unscored_masks(info) -> list:
+    """The model's extra masks (ModelInfo.masks): a dataset has no truth for them, so they
+    are not scored; the labels (and drivable area from them) are, as for any model."""
+    masks = list(getattr(info, 'masks', None) or [])
+    if masks:
+        LOGGER.warning('the model\'s masks (%s) are not scored: only its class labels and '
+                       'drivable area are', ', '.join(masks))
+    return masks
+
+
 def evaluate(predictor, data_cfg: Dict, split: str = 'val', output_dir: Optional[str] = None,
              *, limit: Optional[int] = None, save_predictions: bool = False,
              model_name: str = '') -> Dict:
@@ -189,6 +201,7 @@ def evaluate(predictor, data_cfg: Dict, split: str = 'val', output_dir: Optional
              'split': dataset.split, 'dataset_root': str(dataset.root),
              'architecture': predictor.info.architecture,
              'inference': predictor.description,
+             'masks_not_scored': _unscored_masks(predictor.info),
              'seconds': round(time.monotonic() - started, 3)}
     if output_dir:
         return write_metrics(output_dir, confusion, dataset.label_space, extra)

@@ -7,7 +7,7 @@
                             [--label-kind auto|classes|drivable] [--backend auto]
                             [--storage mcap|sqlite3] [--copy-inputs] [--overwrite]
                             [--ego-mask [CAMERA=]PATH ...] [--ego-polygon CAMERA=x1,y1,...]
-                            [--ground-points]
+                            [--ground-points] [--probabilities CLASS ...]
 
 Every image message (sensor_msgs/Image or CompressedImage) of the chosen topics
 (default: all image topics, except ground truth and earlier segmentation
@@ -20,7 +20,9 @@ rosbag2 holding per camera ``/<camera>/segmentation/labels`` (mono8 class ids),
 ``.../drivable_mask`` (mono8, 255 = drivable) and ``.../color`` (rgb8 overlay),
 each with the input frame's header and log time, so ``ros2 bag play`` and
 Foxglove show them next to the camera (``--copy-inputs`` also copies the camera
-topics and their ``camera_info`` into it). Camera names: see :mod:`bag_io`.
+topics and their ``camera_info`` into it). A model's extra masks, and the probabilities
+of the classes given to ``--probabilities``, go there too (:mod:`.extra_outputs`).
+Camera names: see :mod:`bag_io`.
 
 Ego-vehicle masks (``ego_masks``: camera name -> EgoMask, see :mod:`.ego_specs`): ego
 pixels are labelled ``labels.EGO_ID`` and never drivable in the output bag. Ground truth
@@ -63,6 +65,7 @@ from seg_perception.replay.bag_io import (CAMERA_INFO, IMAGE_TYPES, BagError, Ou
                                           header_for_output, open_bag, output_topic, stamp_ns)
 from seg_perception.replay.cameras import Camera, camera_topics, plan_cameras
 from seg_perception.replay.ego_specs import ego_masks as parse_ego_masks
+from seg_perception.replay.extra_outputs import ExtraOutputs, chosen_probabilities
 from seg_perception.replay.ground_replay import GroundReplay, read_transforms, tf_topics
 from seg_perception.replay.output_folder import claimed
 
@@ -87,8 +90,9 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
                  copy_inputs: bool = False, overwrite: bool = False, overlays: int = 3,
                  progress: bool = True, engine_cache_dir: Optional[str] = None,
                  ego_mask: Sequence[str] = (), ego_polygon: Sequence[str] = (),
-                 ground_points: bool = False,
-                 stop: Optional[Callable[[], Optional[str]]] = None) -> Dict:
+                 ground_points: bool = False, probabilities: Sequence[str] = (),
+                 stop: Optional[Callable[[], Optional[str]]] = None, pipeline=None,
+                 records: Optional[Dict[str, List[Dict]]] = None) -> Dict:
     """Evaluate ``bag``; write the output bag and the report to ``output_dir``.
 
     Returns the metrics.json content. When the bag turns out damaged, a label does
@@ -98,9 +102,13 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
     with what was kept added to its message. The folder is held for the run and
     is for one bag (:mod:`.output_folder`). ``ego_mask``, ``ego_polygon``: the
     ``--ego-mask`` and ``--ego-polygon`` specs (:mod:`.ego_specs`); ``ground_points``:
-    also write each camera's ground points.
+    also write each camera's ground points; ``probabilities``: the classes whose
+    probability images to write (:mod:`.extra_outputs`; the model's masks always are).
+    ``pipeline``: a SegmentationPipeline of ``model`` built by the caller, set up as
+    :func:`make_pipeline` sets it up (a fleet worker evaluates many bags with one);
+    ``records``: filled with each camera's per-frame latency records (camera name ->
+    list), also when the run ends early.
     """
-    from seg_perception.runtime.pipeline import SegmentationPipeline
     started = time.monotonic()
     if labels_dir and label_topics:
         raise InvalidValueError('give either --labels or --label-topic, not both')
@@ -109,12 +117,14 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
         label_names = [spec.rpartition('=')[2] for spec in label_topics]
         cameras = plan_cameras(source, topics, label_names, overlays)
         egos = parse_ego_masks(ego_mask, ego_polygon, cameras)
-        pipeline = SegmentationPipeline(model, backend=backend, precision=precision,
-                                        output_resolution='camera', want_color=True,
-                                        drivable_classes=drivable_classes, threads=threads,
-                                        engine_cache_dir=engine_cache_dir)
+        if pipeline is None:
+            pipeline = make_pipeline(model, backend=backend, precision=precision,
+                                     drivable_classes=drivable_classes, threads=threads,
+                                     engine_cache_dir=engine_cache_dir)
         run = _Run(source, cameras, pipeline, output_dir, copy_inputs)
         run.egos = egos
+        run.extras = ExtraOutputs(pipeline.info.masks,
+                                  chosen_probabilities(pipeline.info, probabilities))
         found = tf_topics(source)
         run.ground = GroundReplay(read_transforms(source, found), found, ground_points)
         run.setup_truth(labels_dir, label_topics, label_kind, labels_match)
@@ -129,10 +139,24 @@ def evaluate_bag(bag: str, model: Optional[str], output_dir: str, *,
                 error = exc
             closing = run.close_output()
             summary, report_problem = run.finish(model, bag, started, error or closing)
+            if records is not None:
+                records.update({c.name: c.records for c in run.cameras})
     ending = _ending(error, closing, report_problem, summary, output_dir)
     if ending is not None:
         raise ending
     return summary
+
+
+def make_pipeline(model: str, *, backend: str = 'auto', precision: str = 'fp32',
+                  drivable_classes=None, threads: Optional[int] = None,
+                  engine_cache_dir: Optional[str] = None):
+    """The SegmentationPipeline bag-eval runs ``model`` with: camera-resolution outputs
+    and the colour overlay, as the node publishes them."""
+    from seg_perception.runtime.pipeline import SegmentationPipeline
+    return SegmentationPipeline(resolve_model_path(model), backend=backend,
+                                precision=precision, output_resolution='camera',
+                                want_color=True, drivable_classes=drivable_classes,
+                                threads=threads, engine_cache_dir=engine_cache_dir)
 
 
 def _ending(error: Optional[BaseException], closing: Optional[OutputError],
@@ -180,6 +204,7 @@ class _Run:
         self.unreadable: Dict[str, int] = {}        # topic -> messages that did not deserialize
         self.egos: Dict[str, object] = {}           # camera name -> EgoMask
         self.ground: Optional[GroundReplay] = None
+        self.extras = ExtraOutputs((), ())          # the model's masks, chosen probabilities
 
     def setup_truth(self, labels_dir, label_topics, label_kind, labels_match) -> None:
         if not labels_dir and not label_topics:
@@ -289,9 +314,11 @@ class _Run:
             return
         written = time.perf_counter()
         header = header_for_output(msg.header, self.out.typestore)
-        for kind, pixels, encoding in result_images(result, OutputOptions(color=True)):
+        options = OutputOptions(color=True, probabilities=tuple(self.extras.probabilities))
+        for kind, pixels, encoding in result_images(result, options):
             self.out.write(output_topic(camera.namespace, kind),
                            self.out.image(pixels, encoding, header), log_time)
+        self.extras.count(camera.namespace, result)
         if self.copy_inputs:
             self.out.write('/' + camera.topic.strip('/'),
                            convert_message(msg, msgtype, self.out.typestore), log_time)

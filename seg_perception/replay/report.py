@@ -6,8 +6,10 @@ drivable-area IoU, confusion matrix...; null without ground truth) plus the bag'
 numbers: ``cameras`` (per camera: topic, frames, skipped frames, recorded and
 processing frame rate, latency per stage, metrics when labelled), ``latency_ms``
 (all frames), ``realtime`` (could the node keep up?), ``ground_truth``,
-``status`` ('complete' or 'partial'), ``error`` and ``ground`` (the drivable grid and
-ground points written, or why none: :mod:`.ground_replay`).
+``status`` ('complete' or 'partial'), ``error``, ``ground`` (the drivable grid and
+ground points written, or why none: :mod:`.ground_replay`) and ``extra_outputs`` (the
+model's masks and the probabilities asked for: topics, messages, the fraction of mask
+pixels on; :mod:`.extra_outputs`).
 
 Latency stages, in ms per frame: ``decode`` (deserialize + image decode),
 ``convert``, ``infer``, ``postprocess`` (the pipeline's stages), ``pipeline``
@@ -77,7 +79,7 @@ def frame_rate(stamps_ns: Sequence[int]) -> Optional[float]:
     return float((unique.size - 1) / ((unique[-1] - unique[0]) / 1e9))
 
 
-def _camera_summary(camera) -> Dict:
+def _camera_summary(camera, extras) -> Dict:
     records = camera.records
     stamps = [r['stamp_ns'] for r in records]
     if not any(stamps):                     # drivers that leave stamps at zero
@@ -88,7 +90,8 @@ def _camera_summary(camera) -> Dict:
     return {
         'topic': camera.topic, 'message_type': camera.msgtype, 'namespace': camera.namespace,
         'camera_info_topic': camera.info_topic,
-        'output_topics': [output_topic(camera.namespace, kind) for kind in OUTPUT_KINDS],
+        'output_topics': [output_topic(camera.namespace, kind) for kind in OUTPUT_KINDS] +
+        extras.topics(camera.namespace),
         'frames': camera.frames, 'messages_in_bag': camera.expected, 'skipped': camera.skipped,
         'skip_reasons': list(camera.skip_reasons),
         'overlays_left_out': list(camera.overlay_notes),
@@ -121,7 +124,7 @@ def realtime(cameras: Dict[str, Dict]) -> Dict:
 
 def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
     """The bag's numbers for metrics.json from a finished (or stopped) bag_eval._Run."""
-    cameras = {c.name: _camera_summary(c) for c in run.cameras}
+    cameras = {c.name: _camera_summary(c, run.extras) for c in run.cameras}
     records = [r for c in run.cameras for r in c.records]
     stamps = sorted(r['stamp_ns'] for r in records)
     truth = None
@@ -153,6 +156,7 @@ def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
                        'drivable_ids') if k in description},
         'architecture': run.pipeline.info.architecture,
         'ground': run.ground.summary(run.cameras) if run.ground is not None else None,
+        'extra_outputs': run.extras.summary({c.name: c.namespace for c in run.cameras}),
     }
 
 

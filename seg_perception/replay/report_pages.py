@@ -100,6 +100,7 @@ def blocks(result: Dict, pictures: Dict[str, str],
     ground = result.get('ground')
     if ground:
         out += _ground_blocks(ground)
+    out += _extra_blocks(result.get('extra_outputs') or {})
     left_out = [f'{name} {note}' for name, c in cameras.items()
                 for note in c.get('overlays_left_out', ())]
     if overlays or left_out:
@@ -115,6 +116,25 @@ def blocks(result: Dict, pictures: Dict[str, str],
         out.append(('p', text))
         out += [('img', caption, path) for caption, path in overlays]
     out += [('p', note) for note in left_out]
+    return out
+
+
+def _extra_blocks(extra: Dict) -> List[tuple]:
+    masks, probabilities = extra.get('masks') or {}, extra.get('probabilities') or {}
+    if not masks and not probabilities:
+        return []
+    out: List[tuple] = [('h2', 'Masks and probabilities')]
+    if masks:
+        out.append(('p', 'The model\'s extra masks (mono8, 255 = on), not scored.'))
+        out.append(('table', ('mask', 'camera', 'topic', 'messages', 'pixels on (%)'),
+                    [(name, camera, c['topic'], c['messages'], _pct(c['on_fraction']))
+                     for name, cameras in masks.items() for camera, c in cameras.items()]))
+    if probabilities:
+        out.append(('p', 'Class probabilities asked for (mono8, p × 255).'))
+        out.append(('table', ('class', 'camera', 'topic', 'messages'),
+                    [(name, camera, c['topic'], c['messages'])
+                     for name, cameras in probabilities.items()
+                     for camera, c in cameras.items()]))
     return out
 
 
@@ -158,8 +178,13 @@ def _truth_blocks(result, truth, cameras, pictures) -> List[tuple]:
 def markdown_report(result: Dict, pictures: Dict[str, str],
                     overlays: Sequence[Tuple[str, str]], output_dir: str) -> str:
     """report.md: pictures linked relative to ``output_dir``."""
+    return render_markdown(blocks(result, pictures, overlays), output_dir)
+
+
+def render_markdown(page: Sequence[tuple], output_dir: str) -> str:
+    """Markdown of ``page``'s blocks (see blocks), pictures linked relative to ``output_dir``."""
     lines: List[str] = []
-    for block in blocks(result, pictures, overlays):
+    for block in page:
         kind = block[0]
         if kind == 'h1':
             lines += [f'# {block[1]}', '']
@@ -192,10 +217,16 @@ def _embedded(path: str) -> str:
 def html_report(result: Dict, pictures: Dict[str, str],
                 overlays: Sequence[Tuple[str, str]]) -> str:
     """report.html: one file, pictures embedded as base64 PNG."""
-    title = html.escape(f'Bag evaluation: {os.path.basename(result["bag"])}')
+    return render_html(f'Bag evaluation: {os.path.basename(result["bag"])}',
+                       blocks(result, pictures, overlays))
+
+
+def render_html(title: str, page: Sequence[tuple]) -> str:
+    """One HTML file of ``page``'s blocks (see blocks), pictures embedded as base64 PNG."""
+    title = html.escape(title)
     parts = ['<!DOCTYPE html>', '<html><head><meta charset="utf-8">',
              f'<title>{title}</title><style>{_STYLE}</style></head><body>']
-    for block in blocks(result, pictures, overlays):
+    for block in page:
         kind = block[0]
         if kind in ('h1', 'h2'):
             parts.append(f'<{kind}>{html.escape(block[1])}</{kind}>')

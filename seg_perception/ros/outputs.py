@@ -5,6 +5,7 @@ own message classes; bag tools can do the same with rosbags classes.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -29,9 +30,31 @@ def output_topic(camera: str, kind: str) -> str:
     return f'{camera}/segmentation/{kind}'
 
 
+def mask_kind(name: str) -> str:
+    """The topic kind of a model's extra mask ``name`` (ModelInfo.masks)."""
+    return _topic_token(name)
+
+
 def probability_kind(class_name: str) -> str:
     """The topic kind of one class's probability image: ``probability/<class>``."""
-    return f'{PROBABILITY}/{class_name}'
+    return f'{PROBABILITY}/{_topic_token(class_name)}'
+
+
+def _topic_token(name: str) -> str:
+    # A ROS name token holds letters, digits and underscores ('traffic light' -> traffic_light).
+    return re.sub(r'[^A-Za-z0-9_]', '_', str(name))
+
+
+def check_probabilities(wanted: Sequence[str], available: Sequence[str], field: str) -> None:
+    """InvalidValueError naming ``field`` when a class in ``wanted`` is not among the
+    model's probability outputs ``available`` (the node's parameter, bag-eval's option)."""
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        has = ', '.join(available) if available else 'none'
+        raise InvalidValueError(
+            f"{field}: {', '.join(missing)} not among the model's probability outputs "
+            f'(it has: {has}); `seg-perception export --probabilities` or the import '
+            "contract's probabilities: add them")
 
 
 @dataclass(frozen=True)
@@ -70,7 +93,7 @@ def result_images(result, options: OutputOptions,
     if options.confidence and getattr(result, 'confidence', None) is not None:
         images.append((CONFIDENCE, result.confidence, 'mono8'))
     for name, pixels in (getattr(result, 'masks', None) or {}).items():
-        images.append((name, pixels, 'mono8'))
+        images.append((mask_kind(name), pixels, 'mono8'))
     probabilities = getattr(result, 'probabilities', None) or {}
     for name in options.probabilities:
         if name in probabilities:
@@ -81,14 +104,15 @@ def result_images(result, options: OutputOptions,
 def output_kinds(options: OutputOptions, masks: Sequence[str] = ()) -> List[str]:
     """The topic kinds :func:`result_images` can give for a model with these ``masks``
     (the publishers to create); InvalidValueError for a mask named like another output."""
-    clashes = [name for name in masks if name in RESERVED_KINDS]
+    clashes = [name for name in masks if mask_kind(name) in RESERVED_KINDS]
     if clashes:
         raise InvalidValueError(f'model mask {", ".join(clashes)}: the name of another '
                                 f'output topic ({", ".join(RESERVED_KINDS)}); rename the mask')
     kinds = [LABELS] + [kind for kind, wanted in (
         (DRIVABLE, options.drivable), (COLOR, options.color),
         (CONFIDENCE, options.confidence)) if wanted]
-    return kinds + list(masks) + [probability_kind(name) for name in options.probabilities]
+    return kinds + [mask_kind(name) for name in masks] + \
+        [probability_kind(name) for name in options.probabilities]
 
 
 def palette_lut(class_names: Sequence[str], palette: Sequence[Sequence[int]]) -> np.ndarray:

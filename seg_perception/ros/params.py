@@ -18,6 +18,7 @@ from seg_perception.ground.grid import FUSION_MODES, GridGeometry
 from seg_perception.ground.projection import GroundPlane
 from seg_perception.labels import EGO_ID, EGO_NAME
 from seg_perception.ros.camera_health import HealthThresholds
+from seg_perception.ros import outputs
 from seg_perception.errors import InvalidValueError
 from seg_perception.ros.param_spec import ParameterError, ParamSpec, checked_values, expect_type
 # Part of this module's interface for the node: the parameters it knows and those it does not.
@@ -412,13 +413,10 @@ def swapped_config(config: NodeConfig, changes: Dict[str, Any]) -> NodeConfig:
 
 def check_probabilities(wanted: Sequence[str], available: Sequence[str]) -> None:
     """ParameterError when a class in ``wanted`` is not among the model's probabilities."""
-    missing = [name for name in wanted if name not in available]
-    if missing:
-        has = ', '.join(available) if available else 'none'
-        raise ParameterError(
-            f"parameter 'publish_probabilities': {', '.join(missing)} not among the model's "
-            f'probability outputs (it has: {has}); `seg-perception export --probabilities` '
-            "or the import contract's probabilities: add them")
+    try:
+        outputs.check_probabilities(wanted, available, "parameter 'publish_probabilities'")
+    except InvalidValueError as exc:
+        raise ParameterError(str(exc)) from None
 
 
 def class_map_parameters(class_names: Sequence[str], palette: Sequence[Sequence[int]],
