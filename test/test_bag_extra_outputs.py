@@ -96,7 +96,8 @@ def test_an_unknown_probability_class_is_one_line_listing_the_models(
                      'car,pedestrian']) == 2
     error = capsys.readouterr().err.strip()
     assert '\n' not in error
-    assert '--probabilities: pedestrian not among the model.s probability outputs (it has: car, road)' in error
+    assert ("--probabilities: pedestrian not among the model's probability outputs "
+            '(it has: car, road)') in error
     assert not (tmp_path / 'out' / 'in_segmentation').exists()
 
 

@@ -25,6 +25,18 @@ def result_with_heads():
                        'road': np.full((4, 6), 204, np.uint8)})
 
 
+def test_names_that_are_not_ros_name_tokens_become_valid_topic_kinds():
+    # Cityscapes' 'traffic light' and a contract's 'lane lines' must still make topics.
+    assert outputs.probability_kind('traffic light') == 'probability/traffic_light'
+    assert outputs.mask_kind('lane lines') == 'lane_lines'
+    assert outputs.output_kinds(outputs.OutputOptions(drivable=False,
+                                                      probabilities=('traffic light',)),
+                                ['lane-lines']) == ['labels', 'lane_lines',
+                                                    'probability/traffic_light']
+    with pytest.raises(InvalidValueError, match='rename the mask'):
+        outputs.output_kinds(outputs.OutputOptions(), ['drivable mask'])
+
+
 def test_result_images_give_every_mask_and_the_probabilities_asked_for():
     options = outputs.OutputOptions(drivable=False, probabilities=('car',))
     images = outputs.result_images(result_with_heads(), options)
