@@ -17,9 +17,10 @@ from seg_perception.data import build_dataset, build_transforms
 from seg_perception.deploy.export import export_onnx
 from seg_perception.evaluation.metrics import ConfusionMatrix
 from seg_perception.labels import CAMVID
+from seg_perception.model_info import ModelInfo
 from seg_perception.models import build_model
-from seg_perception.models.checkpoint import (build_model_from_checkpoint, load_checkpoint,
-                                              make_checkpoint)
+from seg_perception.models.checkpoint import (CheckpointError, build_model_from_checkpoint,
+                                              load_checkpoint, make_checkpoint)
 from seg_perception.training.run import train
 
 TEST_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -169,11 +170,17 @@ def test_aux_head_is_left_out_of_the_deployed_network(camvid_root, tiny_name, tm
 
 def test_deeplab_checkpoint_rebuilds_without_its_aux_head():
     model = build_model('deeplabv3plus', CAMVID.num_classes, aux=True)
-    info = tiny_seg_model.tiny_info((64, 64), aux=True)
-    info = type(info).from_label_space('deeplabv3plus', CAMVID, (64, 64),
-                                       arch_config={'aux': True})
+    info = ModelInfo.from_label_space('deeplabv3plus', CAMVID, (64, 64),
+                                      arch_config={'aux': True})
     rebuilt, rebuilt_info = build_model_from_checkpoint(make_checkpoint(model, info))
     assert rebuilt.aux_head is None and rebuilt_info.arch_config == {'aux': False}
     model.eval()
     image = torch.rand(1, 3, 64, 64)
     assert torch.equal(rebuilt(image), model(image))
+
+
+def test_a_weight_average_that_is_not_a_state_dict_is_named(tiny_name):
+    model = tiny_seg_model.seeded_tiny()
+    state = make_checkpoint(model, tiny_seg_model.tiny_info(), ema=[1, 2])
+    with pytest.raises(CheckpointError, match='weight average "ema" is not a state dict'):
+        build_model_from_checkpoint(state)
