@@ -21,12 +21,15 @@ from seg_perception.model_info import ModelInfo
 from seg_perception.models import build_model
 from seg_perception.models.checkpoint import (CheckpointError, build_model_from_checkpoint,
                                               load_checkpoint, make_checkpoint)
+from seg_perception.training.distillation import PixelDistillation
 from seg_perception.training.run import train
 
 TEST_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TEST_DIR)
 import tiny_seg_model  # noqa: E402
 from test_training import tiny_config, write_camvid  # noqa: E402
+
+TINY = tiny_seg_model.TINY_NAME
 
 
 @pytest.fixture(scope='module')
@@ -184,3 +187,62 @@ def test_a_weight_average_that_is_not_a_state_dict_is_named(tiny_name):
     state = make_checkpoint(model, tiny_seg_model.tiny_info(), ema=[1, 2])
     with pytest.raises(CheckpointError, match='weight average "ema" is not a state dict'):
         build_model_from_checkpoint(state)
+
+
+def test_distillation_is_zero_on_the_teachers_own_logits_and_pulls_towards_them(tiny_name):
+    teacher = tiny_seg_model.seeded_tiny(1)
+    images = torch.rand(2, 3, 16, 16)
+    term = PixelDistillation(teacher, weight=2.0, temperature=3.0)
+    with torch.no_grad():
+        own = teacher.eval()(images)
+    assert float(term(images, own)) == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros_like(own, requires_grad=True)
+    loss = term(images, {'out': student, 'aux': student})
+    loss.backward()
+    # KL per pixel, times weight and T², is what a direct computation gives
+    p_teacher = torch.softmax(own / 3.0, 1)
+    expected = (p_teacher * (p_teacher.log() - torch.log_softmax(student / 3.0, 1))).sum(1)
+    assert float(loss.detach()) == pytest.approx(2.0 * 9.0 * float(expected.mean()), rel=1e-5)
+    # a step against the gradient brings the student's distribution nearer the teacher's
+    with torch.no_grad():
+        assert float(term(images, student - 0.5 * student.grad)) < float(loss.detach())
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_training_with_a_teacher(camvid_root, tiny_name, tmp_path):
+    teacher_run, student_run, plain_run = (str(tmp_path / n) for n in ('t', 's', 'p'))
+    train(tiny_config(camvid_root, model={'width': 16}, schedule={'iterations': 3}),
+          teacher_run)
+    settings = {'amp': 'off', 'eval_every': 100}
+    distill = {'teacher': os.path.join(teacher_run, 'last.pt'), 'weight': 1.0}
+    train(tiny_config(camvid_root, train=dict(settings, distill=distill)), student_run)
+    train(tiny_config(camvid_root, train=settings), plain_run)
+    log = open(os.path.join(student_run, 'train.log')).read()
+    assert f'distilling from {distill["teacher"]} ({TINY} ), weight 1, temperature 1' in log
+    # the same run but for the teacher's term: the weights differ
+    with_teacher = load_checkpoint(os.path.join(student_run, 'last.pt'))['model']
+    without = load_checkpoint(os.path.join(plain_run, 'last.pt'))['model']
+    assert not torch.equal(with_teacher['head.weight'], without['head.weight'])
+
+
+@pytest.mark.parametrize('section, message', [
+    ({'weight': 1.0}, 'train.distill.teacher is required'),
+    ({'teacher': 'x.pt', 'temprature': 2}, 'unknown config key train.distill.temprature'),
+    ({'teacher': 'x.pt', 'weight': 0}, r'train.distill.weight must be a number > 0'),
+    ('x.pt', 'train.distill must be a mapping'),
+])
+def test_bad_distill_sections_are_named(camvid_root, tiny_name, tmp_path, section, message):
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_config(camvid_root, train={'distill': section}), str(tmp_path / 'run'))
+    assert not os.path.exists(tmp_path / 'run')         # refused before anything was made
+
+
+def test_a_teacher_of_other_classes_is_refused(camvid_root, tiny_name, tmp_path):
+    from seg_perception.labels import CITYSCAPES
+    from seg_perception.models.checkpoint import save_checkpoint
+    path = str(tmp_path / 'teacher.pt')
+    info = ModelInfo.from_label_space(TINY, CITYSCAPES, (32, 32), arch_config={})
+    save_checkpoint(path, make_checkpoint(tiny_seg_model.TinySegmenter(19), info))
+    with pytest.raises(ValueError, match='predicts .*road.*, the network trained here'):
+        train(tiny_config(camvid_root, train={'distill': {'teacher': path}}),
+              str(tmp_path / 'run'))

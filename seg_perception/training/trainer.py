@@ -23,6 +23,7 @@ from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
 from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo
 from seg_perception.training.config_changes import log_config_changes
 from seg_perception.training.criterion import build_criterion
+from seg_perception.training.distillation import build_distillation
 from seg_perception.training.optimizer import build_optimizer
 from seg_perception.training.pictures import prediction_picture
 from seg_perception.training.precision import resolve_amp
@@ -157,6 +158,9 @@ class Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.criterion = build_criterion(cfg, self.train_set, self.space, self.output_dir,
                                          ctx).to(self.device)
+        self.distill = build_distillation(settings['distill'], self.info)
+        if self.distill is not None:
+            self.distill.to(self.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(model, cfg['optimizer'])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, PolyWithWarmup(
             self.total, schedule['power'], schedule['warmup_iterations'],
@@ -313,7 +317,11 @@ class Trainer:
             sync = micro == accumulate - 1 or self.ddp is self.model
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()):
                 with self._autocast():
-                    loss = self.criterion(self.ddp(images), masks) / accumulate
+                    output = self.ddp(images)
+                    loss = self.criterion(output, masks)
+                    if self.distill is not None:
+                        loss = loss + self.distill(images, output)
+                    loss = loss / accumulate
                 self.scaler.scale(loss).backward()
             total += loss.detach().float()
         if self.settings['grad_clip']:
