@@ -82,6 +82,22 @@ def test_weight_average_resumes_exactly(camvid_root, tiny_name, tmp_path):
         assert torch.equal(a['ema'][key], b['ema'][key]), key
 
 
+def test_resuming_a_run_without_an_average_starts_one_from_it(camvid_root, tiny_name, tmp_path):
+    out = str(tmp_path / 'run')
+    train(tiny_config(camvid_root, train={'max_iterations_this_run': 3}), out)
+    before = load_checkpoint(os.path.join(out, 'last.pt'))['model']
+    train(tiny_config(camvid_root, train={'ema_decay': 0.9, 'max_iterations_this_run': 1}),
+          out, resume=os.path.join(out, 'last.pt'))
+    log = open(os.path.join(out, 'train.log')).read()
+    assert 'holds no weight average: train.ema_decay starts one from its weights' in log
+    after = load_checkpoint(os.path.join(out, 'last.pt'))
+    # one step (the 4th of the run) from the old weights, at the warmed-up decay
+    decay = min(0.9, 1 - (1 + 3) ** (-2 / 3))
+    key = 'head.weight'
+    expected = decay * before[key] + (1 - decay) * after['model'][key]
+    torch.testing.assert_close(after['ema'][key], expected)
+
+
 def test_ema_decay_must_be_a_fraction(camvid_root):
     with pytest.raises(ConfigError, match='train.ema_decay must be > 0.0'):
         tiny_config(camvid_root, train={'ema_decay': 0})

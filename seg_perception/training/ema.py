@@ -16,7 +16,7 @@ import torch
 def build_ema(model: torch.nn.Module, decay: Optional[float]):
     """timm's ModelEmaV3 of ``model``, or None when ``decay`` is None (off).
 
-    With warmup the decay starts near 0 and rises towards ``decay`` (1 - (1 + step)^-2/3),
+    With warmup the decay starts near 0 and rises towards ``decay`` (1 - k^-2/3 at step k),
     so an evaluation early in a run shows the averaged network, not the initial weights
     that a fixed decay of 0.999 would still hold for a thousand steps.
     """
