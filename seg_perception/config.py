@@ -7,7 +7,9 @@ A config has eight sections::
     loss:       read by seg_perception.training.losses.build_loss (+ aux_weight, class_weights)
     optimizer:  name (sgd|adamw), lr, momentum, weight_decay, nesterov, backbone_lr_mult
     schedule:   poly LR (power), linear warmup, length in iterations or epochs
-    train:      batch size, AMP, accumulation, checkpoint/eval cadence, workers, seed...
+    train:      batch size, AMP, accumulation, checkpoint/eval cadence, workers, seed,
+                weight averaging (ema_decay), full-frame crops at the end (full_frame_epochs),
+                knowledge distillation (distill)...
     deploy:     input_size (H, W) the exported network runs at
     (any other top-level key is an error, so a typo cannot silently change nothing)
 
@@ -50,7 +52,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
               'sync_bn': True, 'freeze_bn': False, 'grad_clip': None,
               'checkpoint_every': 1000, 'eval_every': 1000, 'log_every': 20,
               'workers': 4, 'seed': 0, 'device': 'auto', 'threads': None,
-              'val_batch_size': 1, 'vis_images': 4, 'max_iterations_this_run': None},
+              'val_batch_size': 1, 'vis_images': 4, 'max_iterations_this_run': None,
+              'ema_decay': None, 'full_frame_epochs': None, 'distill': None},
     'deploy': {'input_size': None},
 }
 
@@ -265,6 +268,12 @@ def _boolean(value, name):
     return value
 
 
+def _optional_mapping(value, name):
+    if value is not None and not isinstance(value, Mapping):
+        raise ConfigError(f'{name} must be a mapping of settings, got {value!r}')
+    return value
+
+
 def _size_pair(value, name):
     if value is None:
         raise ConfigError(f'{name} is required: the (height, width) the network runs at '
@@ -316,6 +325,9 @@ SCHEMA: Dict[str, Dict[str, Callable]] = {
         'val_batch_size': POSITIVE_INT,
         'vis_images': NON_NEGATIVE_INT,
         'max_iterations_this_run': OPTIONAL_POSITIVE_INT,
+        'ema_decay': _number(float, 0.0, 1.0, low_open=True, optional=True),
+        'full_frame_epochs': _number(int, 0, optional=True),
+        'distill': _optional_mapping,      # its keys: training/distillation.py
     },
     'deploy': {'input_size': _size_pair},
 }

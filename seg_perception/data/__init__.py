@@ -11,6 +11,11 @@ The ``data:`` section of a training config is a dict with these keys:
 ``train_split`` / ``val_split``
     Split names on disk (defaults ``train`` / ``val``). ``build_dataset(cfg, 'train')``
     reads ``train_split``; any other split name is used as given.
+``train_splits``
+    Optional list of splits trained on together, e.g. ``[train, val]`` for a final model
+    once the recipe is chosen (each a role or a split name, as for ``build_dataset``).
+    ``build_dataset(cfg, 'train')`` then joins them; when the validation split is among
+    them the run has no held-out validation (``held_out_validation``).
 ``drivable_classes``
     Optional list of class names or ids that count as drivable (replaces the label
     space's default, e.g. ``[road, sidewalk]``).
@@ -46,7 +51,7 @@ naming it, with the closest known key.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from seg_perception.config import check_keys
 from seg_perception.errors import InvalidValueError
@@ -55,6 +60,7 @@ from seg_perception.data.common import (CorruptFileError, DatasetError, LabelVal
                                         MissingDataError, SegmentationDataset)
 
 __all__ = ['build_dataset', 'build_transforms', 'label_space_for_config', 'DATASETS',
+           'train_split_names', 'held_out_validation',
            'DATA_KEYS', 'data_keys',
            'SegmentationDataset', 'DatasetError', 'MissingDataError', 'LabelValueError',
            'CorruptFileError']
@@ -71,7 +77,7 @@ DATASETS = {
 _FOLDER_KEYS = ('image_dir', 'mask_dir', 'mask_suffix', 'id_map')
 # The keys of a data: section that this package reads (see the docstring above): those
 # of every dataset, and those of one dataset only.
-DATA_KEYS = ('dataset', 'root', 'train_split', 'val_split', 'drivable_classes',
+DATA_KEYS = ('dataset', 'root', 'train_split', 'train_splits', 'val_split', 'drivable_classes',
              'skip_corrupt', 'eval_resize', 'augment')
 DATASET_KEYS = {'folder': ('label_space',) + _FOLDER_KEYS, 'apolloscape': ('records',)}
 
@@ -113,13 +119,46 @@ def resolve_split(cfg: dict, split: str) -> str:
     return str(cfg[key]) if cfg.get(key) is not None else split
 
 
+def train_split_names(cfg: dict) -> List[str]:
+    """The split names on disk that training reads: ``train_splits`` or the train split."""
+    given = cfg.get('train_splits')
+    if given is None:
+        return [resolve_split(cfg, 'train')]
+    if (not isinstance(given, (list, tuple)) or not given
+            or not all(isinstance(s, str) and s for s in given)):
+        raise InvalidValueError(f'data.train_splits must be a list of split names, e.g. '
+                                f'[train, val], got {given!r}')
+    names = [resolve_split(cfg, s) for s in given]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidValueError(f'data.train_splits names the split {repeated[0]!r} twice '
+                                f'({given!r})')
+    return names
+
+
+def held_out_validation(cfg: dict) -> bool:
+    """Whether the validation split is one training does not read."""
+    return resolve_split(cfg, 'val') not in train_split_names(cfg)
+
+
 def build_dataset(cfg: dict, split: str, transform=None) -> SegmentationDataset:
     """Build the dataset described by a ``data:`` config for ``split``.
 
     ``split`` is a role (``train``/``val``, looked up in ``train_split``/``val_split``)
     or a split name on disk. Without ``transform`` samples are (float 0..1 image,
-    int64 mask), not normalised; pass ``build_transforms(...)`` for training.
+    int64 mask), not normalised; pass ``build_transforms(...)`` for training. The
+    ``train`` role with ``train_splits`` of more than one split is their JoinedSplits.
     """
+    if split == 'train' and cfg.get('train_splits') is not None:
+        names = train_split_names(cfg)
+        if len(names) > 1:
+            from seg_perception.data.joined import JoinedSplits
+            return JoinedSplits([_one_split(cfg, name, transform) for name in names])
+        return _one_split(cfg, names[0], transform)
+    return _one_split(cfg, resolve_split(cfg, split), transform)
+
+
+def _one_split(cfg: dict, split_name: str, transform) -> SegmentationDataset:
     import importlib
 
     name = _dataset_name(cfg)
@@ -127,7 +166,7 @@ def build_dataset(cfg: dict, split: str, transform=None) -> SegmentationDataset:
         raise InvalidValueError(f'data config for {name!r} needs a "root" folder')
     module_name, class_name, _ = DATASETS[name]
     cls = getattr(importlib.import_module(f'{__name__}.{module_name}'), class_name)
-    kwargs = dict(split=resolve_split(cfg, split), transform=transform,
+    kwargs = dict(split=split_name, transform=transform,
                   skip_corrupt=bool(cfg.get('skip_corrupt', False)),
                   label_space=label_space_for_config(cfg))
     if name == 'folder':

@@ -5,17 +5,20 @@ A checkpoint is a plain dict::
     {'format': 'seg_perception/checkpoint-1',
      'model': state_dict,
      'model_info': ModelInfo.to_dict(),
-     # optional: 'optimizer', 'lr_scheduler', 'scaler', 'iteration', 'epoch',
-     #           'config', 'rng', ...}
+     # optional: 'ema' (the weight average, a state dict), 'optimizer', 'lr_scheduler',
+     #           'scaler', 'iteration', 'epoch', 'config', 'rng', ...}
 
 It holds only tensors, numbers, strings and containers, so ``torch.load`` reads it
 with ``weights_only=True``: opening a model file someone sent you cannot execute
 code. The model is rebuilt from ``model_info`` (architecture + arch_config), never
-unpickled.
+unpickled, for inference: with the weight average when the checkpoint has one, and
+without a training-only auxiliary head (``aux``), so an export of it is the graph of the
+same network trained without that head.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import inspect
 import os
 import re
@@ -32,6 +35,8 @@ CHECKPOINT_FORMAT = 'seg_perception/checkpoint-1'
 # Builder settings that would fetch or read pretrained weights; a checkpoint already
 # holds the trained weights, so rebuilding switches them off.
 PRETRAINED_KEYS = ('pretrained', 'pretrained_backbone')
+# The arch_config switch of a training-only auxiliary head, and the prefix of its weights.
+AUX_KEY, AUX_PREFIX = 'aux', 'aux_head.'
 # Prefixes that wrappers put in front of every key (DistributedDataParallel, torch.compile).
 _WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 _PLAIN_TYPES = (str, bytes, int, float, bool, complex, type(None),
@@ -110,6 +115,8 @@ def _check_format(state: Any, source: str) -> Dict[str, Any]:
                               f'this version reads {CHECKPOINT_FORMAT!r}')
     if not isinstance(state.get('model'), Mapping):
         raise CheckpointError(f'{source} holds no model weights (no "model" state dict)')
+    if 'ema' in state and not isinstance(state['ema'], Mapping):
+        raise CheckpointError(f'{source}: its weight average "ema" is not a state dict')
     return dict(state)
 
 
@@ -218,13 +225,24 @@ def _check_weights_fit(model: torch.nn.Module, weights: Mapping[str, Any], sourc
                               f'{unexpected[0]!r} ({len(unexpected)} unexpected in all)')
 
 
+def _without_aux_head(info: ModelInfo, weights: Mapping[str, Any]
+                      ) -> Tuple[ModelInfo, Mapping[str, Any]]:
+    """The description and weights of the network without its training-only aux head."""
+    if not info.arch_config.get(AUX_KEY):
+        return info, weights
+    info = dataclasses.replace(info, arch_config=dict(info.arch_config, **{AUX_KEY: False}))
+    return info, collections.OrderedDict((k, v) for k, v in weights.items()
+                                         if not k.startswith(AUX_PREFIX))
+
+
 def build_model_from_checkpoint(path_or_state: PathOrState, *,
                                 expect_architecture: Optional[str] = None,
                                 expect_num_classes: Optional[int] = None,
                                 ) -> Tuple[torch.nn.Module, ModelInfo]:
     """Rebuild the model a checkpoint describes and load its weights.
 
-    Returns ``(model in eval mode on the CPU, ModelInfo)``. ``expect_architecture``
+    Returns ``(model in eval mode on the CPU, ModelInfo)``: the weight average ("ema")
+    when the checkpoint holds one, and no auxiliary head. ``expect_architecture``
     and ``expect_num_classes`` turn a checkpoint of another model into a clear error
     instead of a pile of mismatching weights.
     """
@@ -245,6 +263,8 @@ def build_model_from_checkpoint(path_or_state: PathOrState, *,
     if expect_num_classes is not None and info.num_classes != int(expect_num_classes):
         raise CheckpointError(f'{source} predicts {info.num_classes} classes, '
                               f'expected {int(expect_num_classes)}')
+    weights = _strip_wrapper_prefix(state['ema'] if 'ema' in state else state['model'])
+    info, weights = _without_aux_head(info, weights)
     config = offline_config(info.architecture, info.arch_config)
     try:
         model = build_model(info.architecture, info.num_classes, **config)
@@ -253,7 +273,6 @@ def build_model_from_checkpoint(path_or_state: PathOrState, *,
     except TypeError as exc:
         raise CheckpointError(f'{source}: cannot rebuild {info.architecture} from its '
                               f'arch_config {info.arch_config}: {exc}') from None
-    weights = _strip_wrapper_prefix(state['model'])
     _check_weights_fit(model, weights, source, info.architecture)
     model.load_state_dict(weights, strict=True)
     model.eval()

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from seg_perception import models
 from seg_perception.config import ConfigError, check_keys
 from seg_perception.data import label_space_for_config
+from seg_perception.training.distillation import check_distill_section
 
 _KEYWORDS = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -70,10 +71,12 @@ def _check_architecture(architecture: str) -> None:
 
 
 def check_config_keys(config: Dict[str, Any]) -> None:
-    """Check the model: and data: sections of a loaded config (no disk access)."""
+    """Check the model: and data: sections and train.distill of a loaded config (no disk
+    access)."""
     model = config['model']
     _check_architecture(model['architecture'])
     known = model_keys(model['architecture'])
     if known is not None:
         check_keys(model, known, 'model')
     label_space_for_config(config['data'])          # checks the data keys, dataset, classes
+    check_distill_section(config['train'].get('distill'))

@@ -4,8 +4,9 @@ One process (CPU or one GPU) or many under ``torchrun`` (DDP from the environmen
 see distributed.py). The run folder gets ``config.yaml`` (the effective config),
 ``train.log``, ``tensorboard/``, ``last.pt`` (every ``train.checkpoint_every``
 iterations and at the end) and ``best.pt`` (best validation mIoU). ``--resume``
-continues from ``last.pt`` exactly: weights, optimizer, LR schedule, GradScaler,
-RNG states and the position in the current epoch's data order.
+continues from ``last.pt`` exactly: weights (and their average, ``train.ema_decay``),
+optimizer, LR schedule, GradScaler, RNG states and the position in the current epoch's
+data order.
 
 Iterations count optimizer steps; one step consumes ``train.batch_size`` images
 in total (split over processes and ``train.accumulate`` micro-batches), so a

@@ -18,10 +18,12 @@ from seg_perception.config import dump_config
 from seg_perception.files import remove_stale_temporaries, write_text
 from seg_perception.training.distributed import (DistContext, all_gather_objects,
                                                  all_reduce_confusion, all_reduce_mean, barrier)
+from seg_perception.training.ema import build_ema
 from seg_perception.evaluation.metrics import ConfusionMatrix, nan_to_none
 from seg_perception.model_info import IMAGENET_MEAN, IMAGENET_STD, ModelInfo
 from seg_perception.training.config_changes import log_config_changes
 from seg_perception.training.criterion import build_criterion
+from seg_perception.training.distillation import build_distillation
 from seg_perception.training.optimizer import build_optimizer
 from seg_perception.training.pictures import prediction_picture
 from seg_perception.training.precision import resolve_amp
@@ -68,7 +70,8 @@ class Trainer:
 
     # -- construction ---------------------------------------------------------
     def _build(self) -> None:
-        from seg_perception.data import build_dataset, build_transforms, label_space_for_config
+        from seg_perception.data import (build_dataset, build_transforms, held_out_validation,
+                                         label_space_for_config)
         from seg_perception.models import build_model
         cfg, settings, ctx = self.config, self.settings, self.ctx
         data_cfg = cfg['data']
@@ -81,8 +84,12 @@ class Trainer:
         self.mean, self.std = norm if norm else (IMAGENET_MEAN, IMAGENET_STD)
         self.train_set = build_dataset(data_cfg, 'train',
                                        build_transforms(data_cfg, True, self.mean, self.std))
-        self.val_set = build_dataset(data_cfg, 'val',
-                                     build_transforms(data_cfg, False, self.mean, self.std))
+        # Training on the validation split (the final model, once val chose the recipe)
+        # leaves nothing to validate on: no evaluation, no best.pt, last.pt is the model.
+        self.val_set = None
+        if held_out_validation(data_cfg):
+            self.val_set = build_dataset(data_cfg, 'val',
+                                         build_transforms(data_cfg, False, self.mean, self.std))
         self.space = getattr(self.train_set, 'label_space', space)
         self.info = ModelInfo.from_label_space(
             architecture, self.space, cfg['deploy']['input_size'], mean=self.mean,
@@ -107,15 +114,31 @@ class Trainer:
         self.total = schedule['iterations'] or schedule['epochs'] * self.steps_per_epoch
         pin = self.device.type == 'cuda'
         workers = settings['workers']
-        self.train_loader = DataLoader(
-            SeededSamples(self.train_set), batch_size=per_process, sampler=self.sampler,
-            num_workers=workers, drop_last=True, pin_memory=pin, persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(settings['seed']))
-        self.val_loader = DataLoader(
-            self.val_set, batch_size=settings['val_batch_size'],
-            sampler=ShardSampler(len(self.val_set), ctx.world_size, ctx.rank),
-            num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(settings['seed']))
+
+        def train_loader(dataset):
+            return DataLoader(
+                SeededSamples(dataset), batch_size=per_process, sampler=self.sampler,
+                num_workers=workers, drop_last=True, pin_memory=pin,
+                persistent_workers=workers > 0,
+                generator=torch.Generator().manual_seed(settings['seed']))
+        self.train_loader = train_loader(self.train_set)
+        # The last train.full_frame_epochs epochs crop the network's whole input size, so
+        # the network ends on the context it sees once deployed.
+        self.full_frame_from = None
+        if settings['full_frame_epochs']:
+            full_cfg = dict(data_cfg, augment=dict(data_cfg.get('augment') or {},
+                                                   crop=list(cfg['deploy']['input_size'])))
+            self.full_frame_loader = train_loader(build_dataset(
+                full_cfg, 'train', build_transforms(full_cfg, True, self.mean, self.std)))
+            epochs = math.ceil(self.total / self.steps_per_epoch)
+            self.full_frame_from = max(0, epochs - settings['full_frame_epochs'])
+        self.val_loader = None
+        if self.val_set is not None:
+            self.val_loader = DataLoader(
+                self.val_set, batch_size=settings['val_batch_size'],
+                sampler=ShardSampler(len(self.val_set), ctx.world_size, ctx.rank),
+                num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                generator=torch.Generator().manual_seed(settings['seed']))
 
         # The network on its device, in its memory layout, wrapped for DDP.
         self.memory_format = (torch.channels_last if settings['channels_last']
@@ -128,12 +151,16 @@ class Trainer:
                             'normalises over its own %d images', per_process)
         model = model.to(self.device, memory_format=self.memory_format)
         self.model = model
+        self.ema = build_ema(model, settings['ema_decay'])
         self.ddp = model
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == 'cuda' else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.criterion = build_criterion(cfg, self.train_set, self.space, self.output_dir,
                                          ctx).to(self.device)
+        self.distill = build_distillation(settings['distill'], self.info)
+        if self.distill is not None:
+            self.distill.to(self.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(model, cfg['optimizer'])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, PolyWithWarmup(
             self.total, schedule['power'], schedule['warmup_iterations'],
@@ -145,6 +172,11 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The network that is evaluated and deployed: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _set_train_mode(self) -> None:
         self.model.train()
@@ -161,6 +193,8 @@ class Trainer:
                  'config': self.config,
                  'best_miou': self.best_miou if math.isfinite(self.best_miou) else None,
                  'metrics': nan_to_none(self.last_metrics) if self.last_metrics else None}
+        if self.ema is not None:
+            state['ema'] = self.ema.module.state_dict()
         if rng_states is not None:
             state.update({'optimizer': self.optimizer.state_dict(),
                           'lr_scheduler': self.scheduler.state_dict(),
@@ -183,6 +217,13 @@ class Trainer:
                                     '(only last.pt of a training run holds the full state)')
         log_config_changes(state.get('config') or {}, self.config, RESUME_FREE_KEYS)
         self.model.load_state_dict(state['model'])
+        if self.ema is not None:
+            if 'ema' in state:
+                self.ema.module.load_state_dict(state['ema'])
+            else:
+                LOGGER.warning('%s holds no weight average: train.ema_decay starts one from '
+                               'its weights', path)
+                self.ema.module.load_state_dict(state['model'])
         self.optimizer.load_state_dict(state['optimizer'])
         # The schedule's shape (length, warmup) comes from the current config, so a run
         # can be extended; its position comes from the checkpoint.
@@ -210,12 +251,13 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, iteration: int) -> Dict[str, Any]:
         """mIoU on the validation split (every process a shard, matrices summed)."""
-        self.model.eval()
+        network = self.eval_model
+        network.eval()
         matrix = ConfusionMatrix(self.space.num_classes, self.space.ignore_index)
         for images, masks in self.val_loader:
             images = images.to(self.device, memory_format=self.memory_format)
             with self._autocast():
-                logits = self.model(images)
+                logits = network(images)
             matrix.update(logits.argmax(1), masks)
         matrix.matrix = all_reduce_confusion(matrix.matrix)
         metrics = matrix.summary(self.space.class_names, self.space.drivable_ids)
@@ -239,7 +281,7 @@ class Trainer:
             image, mask = self.val_set[k]
             batch = image.unsqueeze(0).to(self.device, memory_format=self.memory_format)
             with self._autocast():
-                prediction = self.model(batch).argmax(1)[0]
+                prediction = self.eval_model(batch).argmax(1)[0]
             self.writer.add_image(f'val_prediction/{k}', prediction_picture(
                 image, mask, prediction, self.space, self.mean, self.std), iteration,
                 dataformats='HWC')
@@ -275,7 +317,11 @@ class Trainer:
             sync = micro == accumulate - 1 or self.ddp is self.model
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()):
                 with self._autocast():
-                    loss = self.criterion(self.ddp(images), masks) / accumulate
+                    output = self.ddp(images)
+                    loss = self.criterion(output, masks)
+                    if self.distill is not None:
+                        loss = loss + self.distill(images, output)
+                    loss = loss / accumulate
                 self.scaler.scale(loss).backward()
             total += loss.detach().float()
         if self.settings['grad_clip']:
@@ -298,13 +344,15 @@ class Trainer:
         seed_everything(settings['seed'] + ctx.rank)
         self._build()
         iteration = self._load(resume) if resume else 0
-        LOGGER.info('training %s (%.2f M parameters) on %s, %d process(es), %s; %d train / %d '
-                    'val images; batch %d (%d per process x %d accumulated); %d steps per '
+        LOGGER.info('training %s (%.2f M parameters) on %s, %d process(es), %s; %d train / %s '
+                    'images; batch %d (%d per process x %d accumulated); %d steps per '
                     'epoch; iterations %d -> %d', self.info.architecture,
                     sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
-                    ctx.world_size, self.amp_name, len(self.train_set), len(self.val_set),
-                    settings['batch_size'], self.micro_batch, settings['accumulate'],
-                    self.steps_per_epoch, iteration, self.total)
+                    ctx.world_size, self.amp_name, len(self.train_set),
+                    'no held-out validation' if self.val_set is None
+                    else f'{len(self.val_set)} val', settings['batch_size'], self.micro_batch,
+                    settings['accumulate'], self.steps_per_epoch, iteration, self.total)
+        self._log_extras()
         progress = Progress(self.total, iteration, settings['batch_size'], settings['log_every'],
                             enabled=ctx.is_main)
         start, stop_at = iteration, self.total
@@ -315,7 +363,7 @@ class Trainer:
             epoch, step = divmod(iteration, self.steps_per_epoch)
             self.sampler.set_epoch(epoch, start=step * samples_per_step,
                                    limit=self.steps_per_epoch * samples_per_step)
-            batches = iter(self.train_loader)
+            batches = iter(self._loader_for(epoch))
             progress.pause()
             for _ in range(step, self.steps_per_epoch):
                 self._set_train_mode()
@@ -325,6 +373,8 @@ class Trainer:
                         f'the training loss became {loss} at iteration {iteration + 1}; '
                         'lower optimizer.lr, set train.grad_clip, or train.amp=off')
                 iteration += 1
+                if self.ema is not None:
+                    self.ema.update(self.model, step=iteration)
                 lr = self.optimizer.param_groups[-1]['lr']
                 progress.step(loss, lr, epoch)
                 if self.writer is not None and iteration % settings['log_every'] == 0:
@@ -337,9 +387,31 @@ class Trainer:
         progress.close()
         return self._finish(iteration, start)
 
+    def _loader_for(self, epoch: int) -> DataLoader:
+        if self.full_frame_from is not None and epoch >= self.full_frame_from:
+            return self.full_frame_loader
+        return self.train_loader
+
+    def _log_extras(self) -> None:
+        """Say which of the optional parts of the recipe this run has."""
+        if self.val_set is None:
+            LOGGER.info('no held-out validation: data.train_splits %s includes the validation '
+                        'split, so nothing is evaluated and last.pt is the model (no best.pt)',
+                        self.config['data']['train_splits'])
+        if self.ema is not None:
+            LOGGER.info('weight average (train.ema_decay %g): evaluated, checkpointed as "ema" '
+                        'and deployed', self.settings['ema_decay'])
+        if self.full_frame_from is not None:
+            LOGGER.info('from epoch %d on, crops are whole %s frames (train.full_frame_epochs '
+                        '%d)',
+                        self.full_frame_from, 'x'.join(
+                            str(v) for v in self.config['deploy']['input_size']),
+                        self.settings['full_frame_epochs'])
+
     def _after_step(self, iteration: int, stop_at: int) -> None:
         settings = self.settings
-        if iteration % settings['eval_every'] == 0 or iteration == self.total:
+        due = iteration % settings['eval_every'] == 0 or iteration == self.total
+        if self.val_loader is not None and due:
             metrics = self.evaluate(iteration)
             if metrics['miou'] > self.best_miou:
                 self.best_miou = metrics['miou']
@@ -361,8 +433,11 @@ class Trainer:
             write_text(os.path.join(self.output_dir, 'summary.json'),
                        json.dumps(summary, indent=2))
             state = 'finished' if summary['finished'] else 'stopped (resume with --resume)'
+            best = 'n/a' if summary['best_miou'] is None else f'{self.best_miou:.4f}'
+            if self.val_set is None:
+                best = 'none (no held-out validation)'
             LOGGER.info('%s at iteration %d/%d; best val mIoU %s', state, iteration, self.total,
-                        'n/a' if summary['best_miou'] is None else f'{self.best_miou:.4f}')
+                        best)
         if self.writer is not None:
             self.writer.close()
         return summary
