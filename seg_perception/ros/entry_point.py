@@ -6,6 +6,7 @@ Ctrl-C in that time used to end in a KeyboardInterrupt traceback. This module
 imports nothing slow: it installs the handlers, then imports the node (see
 node.run, which skips loading the model when a signal has already arrived).
 """
+import signal
 import sys
 
 from seg_perception.signals import StopSignals
@@ -24,7 +25,13 @@ def main(args=None, lifecycle: bool = False) -> int:
         from seg_perception.ros import node     # slow: rclpy, messages, NumPy, OpenCV
         return node.run(stop, args)
     finally:
-        stop.restore()
+        # The node is down and the process about to end: a stop signal still on its way
+        # (ros2 launch forwards Ctrl-C after the terminal's, later when launch runs rclpy
+        # itself, as for a lifecycle node) has nothing left to stop. With the handlers
+        # restored, Python's teardown would put back the default and such a late signal
+        # would kill the interpreter (exit code -2): ignored instead.
+        for number in StopSignals.SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
 
 
 def main_lifecycle(args=None) -> int:
