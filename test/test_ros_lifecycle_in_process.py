@@ -7,6 +7,7 @@ import types
 import pytest
 
 from conftest import require_ros
+from test_ros_node_in_process import DescribedPipeline
 
 pytestmark = pytest.mark.ros
 
@@ -14,24 +15,16 @@ LABELS = '/camera/segmentation/labels'
 IMAGES = '/camera/image_raw'
 
 
-class StandInPipeline:
-    """Just enough of SegmentationPipeline for the phases; counts loads and releases."""
+class StandInPipeline(DescribedPipeline):
+    """DescribedPipeline that counts its loads and has a backend to release."""
 
     loaded = 0
 
     def __init__(self, config):
+        super().__init__(config)
         type(self).loaded += 1
-        self.info = types.SimpleNamespace(class_names=['road', 'car'],
-                                          palette=[[10, 20, 30], [200, 0, 0]],
-                                          input_size=(360, 480))
         self.backend = types.SimpleNamespace(closed=False)
         self.backend.close = lambda: setattr(self.backend, 'closed', True)
-
-    def describe(self):
-        return {'name': 'stand-in', 'precision': 'fp32', 'device': 'cpu', 'drivable_ids': [0]}
-
-    def process(self, frames, encodings=None):
-        return []
 
 
 @pytest.fixture
