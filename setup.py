@@ -75,6 +75,7 @@ setup(
         'console_scripts': [
             'seg-perception = seg_perception.cli:main',
             'segmentation_node = seg_perception.ros.entry_point:main',
+            'segmentation_lifecycle_node = seg_perception.ros.entry_point:main_lifecycle',
         ],
     },
 )

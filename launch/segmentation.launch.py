@@ -4,8 +4,11 @@
     ros2 launch seg_perception segmentation.launch.py camera_topic:=/cam/image_raw
     ros2 launch seg_perception segmentation.launch.py \
         params_file:=$(ros2 pkg prefix seg_perception)/share/seg_perception/config/six_cameras.yaml
+    ros2 launch seg_perception segmentation.launch.py lifecycle:=true
 
-Empty arguments leave the parameter file's values alone.
+Empty arguments leave the parameter file's values alone. ``lifecycle:=true`` starts the
+managed variant (segmentation_lifecycle_node) unconfigured: ``ros2 lifecycle set
+/segmentation_node configure`` then ``activate`` (or a lifecycle manager) start it.
 
 When the node exits on its own (start-up failure, crash, killed) the launch ends
 too, with a non-zero status if the node's was, so a supervisor such as systemd's
@@ -22,10 +25,11 @@ from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, Reg
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = 'seg_perception'
 NODE_NAME = 'segmentation_node'
+LIFECYCLE_EXECUTABLE = 'segmentation_lifecycle_node'
 
 ARGUMENTS = {
     'params_file': ('', 'Node parameter YAML; empty = config/one_camera.yaml of the package'),
@@ -39,6 +43,9 @@ ARGUMENTS = {
     'respawn': ('false', 'true: start the node again whenever it exits; false: the launch '
                          'ends with it (non-zero status when the node failed)'),
     'respawn_delay': ('2.0', 'Seconds to wait before starting the node again (respawn:=true)'),
+    'lifecycle': ('false', 'true: the managed (lifecycle) node, started unconfigured; '
+                           'configure and activate it with ros2 lifecycle set or a lifecycle '
+                           'manager'),
 }
 
 
@@ -70,11 +77,17 @@ def node_overrides(values: dict) -> dict:
     return overrides
 
 
+def flag(values: dict, name: str) -> bool:
+    """A true/false launch argument (absent: false); another value is an error."""
+    text = values.get(name, 'false').strip().lower()
+    if text not in ('true', 'false', '1', '0'):
+        raise LaunchArgumentError(f"launch argument '{name}': {text!r} is not true or false")
+    return text in ('true', '1')
+
+
 def respawn_settings(values: dict) -> tuple:
     """(respawn, respawn_delay) from the launch arguments; a bad value is an error."""
-    text = values.get('respawn', 'false').strip().lower()
-    if text not in ('true', 'false', '1', '0'):
-        raise LaunchArgumentError(f"launch argument 'respawn': {text!r} is not true or false")
+    respawn = flag(values, 'respawn')
     try:
         delay = float(values.get('respawn_delay', '2.0'))
     except ValueError:
@@ -82,7 +95,7 @@ def respawn_settings(values: dict) -> tuple:
     if not delay >= 0.0:
         raise LaunchArgumentError("launch argument 'respawn_delay': "
                                   f"{values.get('respawn_delay')!r} is not a number of seconds")
-    return text in ('true', '1'), delay
+    return respawn, delay
 
 
 def exit_description(returncode: int) -> str:
@@ -111,8 +124,11 @@ def default_params_file() -> str:
 def _launch_node(context):
     values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     respawn, respawn_delay = respawn_settings(values)
-    node = Node(
-        package=PACKAGE, executable='segmentation_node', name=NODE_NAME,
+    # launch_ros's LifecycleNode also follows the node's transitions (launch events).
+    action, executable = (LifecycleNode, LIFECYCLE_EXECUTABLE) if flag(values, 'lifecycle') \
+        else (Node, 'segmentation_node')
+    node = action(
+        package=PACKAGE, executable=executable, name=NODE_NAME,
         namespace=values['namespace'], output='screen', emulate_tty=True,
         parameters=[values['params_file'] or default_params_file(), node_overrides(values)],
         ros_arguments=['--log-level', values['log_level']],

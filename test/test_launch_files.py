@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, 'launch')
 CONFIG = os.path.join(REPO, 'config')
 SEGMENTATION_ARGS = {'params_file', 'model', 'backend', 'namespace', 'camera_topic',
-                     'use_sim_time', 'log_level', 'respawn', 'respawn_delay'}
+                     'use_sim_time', 'log_level', 'respawn', 'respawn_delay', 'lifecycle'}
 BAG_EVAL_ARGS = {'bag', 'params_file', 'model', 'output_bag', 'rate'}
 CONFIGS = ['one_camera.yaml', 'six_cameras.yaml', 'jetson_orin.yaml']
 
@@ -71,6 +71,8 @@ def test_launch_and_config_files_are_installed_and_the_executable_declared():
     setup_py = open(os.path.join(REPO, 'setup.py')).read()
     assert "glob('launch/*.launch.py')" in setup_py and "glob('config/*.yaml')" in setup_py
     assert 'segmentation_node = seg_perception.ros.entry_point:main' in setup_py
+    assert 'segmentation_lifecycle_node = seg_perception.ros.entry_point:main_lifecycle' \
+        in setup_py
     assert 'script_dir=$base/lib/seg_perception' in open(os.path.join(REPO, 'setup.cfg')).read()
     launch_source = open(os.path.join(LAUNCH, 'segmentation.launch.py')).read()
     assert "'one_camera.yaml'" in launch_source
@@ -155,6 +157,21 @@ def test_segmentation_launch_ends_with_the_node_unless_it_respawns():
                         ('respawn_delay', 'soon'), ('respawn_delay', 'nan')]:
         with pytest.raises(module.LaunchArgumentError, match=f"launch argument '{name}': "):
             module.respawn_settings({name: value})
+
+
+@pytest.mark.ros
+def test_lifecycle_true_launches_the_managed_node_with_the_same_settings():
+    module = load_launch_module('segmentation.launch.py')
+    from launch_ros.actions import LifecycleNode
+    given = {'params_file': os.path.join(CONFIG, 'one_camera.yaml'), 'model': '/m.onnx'}
+    (plain, _), _ = expand(module, given)
+    assert not isinstance(plain, LifecycleNode)
+    (node, _exit_handler), _ = expand(module, {**given, 'lifecycle': 'true'})
+    assert isinstance(node, LifecycleNode)
+    assert node.node_executable == 'segmentation_lifecycle_node'
+    assert node.node_package == plain.node_package == 'seg_perception'
+    with pytest.raises(module.LaunchArgumentError, match="launch argument 'lifecycle': 'on' "):
+        expand(module, {**given, 'lifecycle': 'on'})
 
 
 @pytest.mark.ros

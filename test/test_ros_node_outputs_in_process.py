@@ -100,8 +100,8 @@ def test_a_swap_changes_the_mask_and_probability_publishers_and_the_class_map(
     assert sorted(node.image_publishers['camera']) == [
         'drivable_mask', 'kerbs', 'labels', 'probability/car']
     assert node.image_publishers['camera']['labels'] is kept
-    topics = {name for name, _ in node.get_publisher_names_and_types_by_node(
-        node.get_name(), node.get_namespace())}
+    # The node's own publishers (a graph query by name may also see another test's node).
+    topics = {publisher.topic_name for publisher in node.publishers}
     assert '/camera/segmentation/kerbs' in topics and '/camera/segmentation/lanes' not in topics
     assert node.get_parameter('class_map.names').value == ['lane', 'car', 'kerb']
     assert node.backend_values['model'] == str(other)

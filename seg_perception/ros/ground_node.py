@@ -1,8 +1,10 @@
 """The rclpy side of the ground outputs: tf2, ground-point clouds, the drivable grid.
 
-Besides node.py, the one module that imports rclpy and ROS message packages (the
-import-linter ROS contract allows exactly these two): node.py keeps the segmentation
-topics, this one the ground outputs, so neither grows past one job. The logic is in
+Besides node.py (and its managed variant lifecycle_node.py), the one module that imports
+rclpy and ROS message packages (the import-linter ROS contract allows exactly these):
+node.py keeps the segmentation topics, this one the ground outputs, so neither grows past
+one job. Made when the node activates; its subscriptions, publishers and timer are among
+what the node's deactivate() destroys. The logic is in
 ground_state.py and ground_outputs.py, without rclpy.
 
 Topics: ``<camera>/segmentation/ground_points`` (sensor_msgs/PointCloud2, organised,

@@ -52,6 +52,7 @@ from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameS
 
 NODE_NAME = params.NODE_NAME
 LABEL_INFO_TOPIC = 'segmentation/label_info'
+CLASS_MAP = 'class_map'     # prefix of the class map parameters (class_map.names...)
 # DiagnosticStatus.level is a bytes field in Humble: map our ints to its constants.
 _LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
@@ -78,14 +79,29 @@ def qos_profile(qos: params.QosConfig, latched: bool = False) -> QoSProfile:
 class SegmentationNode(Node):
     """The ROS side: parameters, subscriptions, publishers, diagnostics."""
 
+    # Read once at start-up: refuse changes that would not apply. The lifecycle variant
+    # reads them at each configure instead (and guards them itself).
+    read_only_parameters = True
+
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.worker = None
         self.ground = None
+        self.pipeline = None
+        self._activated = set()
+        self._updating_class_map = False
+        # One set-parameters callback: the model swap, and the lifecycle variant's lock.
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # -- start-up ----------------------------------------------------------------------
     def start(self, pipeline_factory=create_pipeline) -> None:
         """Read parameters, load the model, wire topics; StartupError on bad settings."""
+        self.configure(pipeline_factory)
+        self.activate()
+
+    # -- phases: start() runs the first two, lifecycle_node.py each on its transition ----
+    def configure(self, pipeline_factory=create_pipeline) -> None:
+        """Read parameters, load the model, declare the class map; StartupError on bad ones."""
         try:
             self.config = self._read_parameters()
         except params.ParameterError as exc:
@@ -102,21 +118,67 @@ class SegmentationNode(Node):
         # The pipeline resolved (and checked) drivable_classes while loading.
         self._declare_class_map(info, described['drivable_ids'])
         self._warn_all_ego()
-        self._create_topics(info)
-        self._create_worker()
-        self._create_diagnostics()
+
+    def activate(self) -> None:
+        """Subscriptions, publishers, the worker and diagnostics on (the configured model)."""
+        before = self._entities()
+        try:
+            self._create_topics(self.pipeline.info)
+            self._create_worker()
+            self._create_diagnostics()
+        finally:
+            # Whatever activation made (the ground outputs' tf listener and grid timer
+            # included; also when it failed half-way), not a list kept by hand:
+            # deactivate() destroys exactly these.
+            self._activated = self._entities() - before
         names = ', '.join(f'{c.name} <- {self.resolve_topic_name(c.topic)} ({c.transport})'
                           for c in self.config.cameras)
         self.get_logger().info(f'segmenting {names} with {self.config.model_path} '
                                f'[{self.backend_values["backend"]}]')
 
+    def deactivate(self) -> None:
+        """Everything activate() started goes off again; the model stays loaded."""
+        if self.worker is not None:
+            self.worker.stop()      # first: it publishes on what is destroyed below
+            self.worker = None
+        for entity, destroy in self._activated:
+            destroy(entity)
+        self._activated = set()
+        self.ground = None
+        # The diagnostic updater declares its period parameter each time it is made.
+        period = getattr(getattr(self, 'updater', None), 'period_parameter', None)
+        if period is not None and self.has_parameter(period):
+            self.undeclare_parameter(period)
+
+    def cleanup(self) -> None:
+        """Release the model and its class map: the next configure() reads everything again.
+
+        Only for a node whose parameters are not read-only (rclpy keeps those for good).
+        """
+        backend = getattr(self.pipeline, 'backend', None)
+        self.pipeline = None
+        if backend is not None:
+            backend.close()
+        for name in self.get_parameters_by_prefix(CLASS_MAP):
+            self.undeclare_parameter(f'{CLASS_MAP}.{name}')
+
+    def _entities(self) -> set:
+        """This node's publishers, subscriptions and timers, each with what destroys it."""
+        return ({(publisher, self.destroy_publisher) for publisher in self.publishers}
+                | {(subscription, self.destroy_subscription)
+                   for subscription in self.subscriptions}
+                | {(timer, self.destroy_timer) for timer in self.timers})
+
     def _declare(self, specs):
         values = {}
         for spec in specs:
+            if self.has_parameter(spec.name):   # declared by an earlier configure()
+                values[spec.name] = self.get_parameter(spec.name).value
+                continue
             descriptor = ParameterDescriptor(
                 description=spec.description, additional_constraints=spec.constraints(),
-                # Read once at start-up: refuse changes that would not apply (but a model swap).
-                read_only=spec.name not in params.SWAPPABLE,
+                # (but a model swap: model, backend, precision)
+                read_only=self.read_only_parameters and spec.name not in params.SWAPPABLE,
                 dynamic_typing=spec.default is None or isinstance(spec.default, float))
             try:
                 values[spec.name] = self.declare_parameter(spec.name, spec.default,
@@ -126,21 +188,27 @@ class SegmentationNode(Node):
         return values
 
     def _read_parameters(self) -> params.NodeConfig:
-        values = self._declare(params.NODE_PARAMS)
-        for name in params.camera_names(values):
-            values.update(self._declare(params.camera_params(name)))
+        values = self._declare_parameters()
         # rclpy ignores overrides nobody declares: name the likely typos.
         given = getattr(self, '_parameter_overrides', {})
         for name in params.unknown_parameters(list(given), list(values)):
             self.get_logger().warning(f'ignoring unknown parameter {name!r}')
         return params.build_config(values, resolve_topic=self.resolve_topic_name)
 
+    def _declare_parameters(self) -> dict:
+        """Declare the node's and each camera's parameters; their values by name."""
+        values = self._declare(params.NODE_PARAMS)
+        for name in params.camera_names(values):
+            values.update(self._declare(params.camera_params(name)))
+        return values
+
     def _declare_class_map(self, info, drivable_ids) -> None:
         self.palette = outputs.palette_lut(info.class_names, info.palette)
-        read_only = ParameterDescriptor(read_only=True, description='class map of the model')
+        descriptor = ParameterDescriptor(read_only=self.read_only_parameters,
+                                         description='class map of the model')
         for name, value in params.class_map_parameters(info.class_names, info.palette,
                                                        drivable_ids, self.config.has_ego).items():
-            self.declare_parameter(name, value, read_only)
+            self.declare_parameter(name, value, descriptor)
 
     def _warn_all_ego(self) -> None:
         for camera in self.config.cameras:
@@ -181,9 +249,6 @@ class SegmentationNode(Node):
             LabelInfo, LABEL_INFO_TOPIC, qos_profile(params.QosConfig('reliable', 1), True))
         self._publish_label_info(info)
         self.ground = GroundPublishers(self, cfg, out_qos) if cfg.uses_ground else None
-        if getattr(self, '_swap_callback', None) is None:
-            self._swap_callback = self._on_set_parameters
-            self.add_on_set_parameters_callback(self._swap_callback)
 
     def _output_kinds(self, info):
         """The image topic kinds for a model (InvalidValueError if it lacks an output)."""
@@ -290,8 +355,15 @@ class SegmentationNode(Node):
     _swap_factory = staticmethod(create_pipeline)    # how a swap loads (tests replace it)
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
+        if self._updating_class_map:        # a swap's own class_map.* update
+            return SetParametersResult(successful=True)
+        refusal = self._refuse_parameters(parameters)
+        if refusal:
+            return SetParametersResult(successful=False, reason=refusal)
         changes = {p.name: p.value for p in parameters if p.name in params.SWAPPABLE}
-        if not changes:         # use_sim_time, and the class_map.* updates of a swap
+        if not changes or self.worker is None:
+            # use_sim_time; or nothing runs to swap (a lifecycle node reads the new
+            # value at its next configure)
             return SetParametersResult(successful=True)
         try:
             self._swap_model(changes)
@@ -299,6 +371,11 @@ class SegmentationNode(Node):
             self.get_logger().error(f'model swap refused: {exc}')
             return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
+
+    def _refuse_parameters(self, parameters) -> str:
+        """Why these parameter changes cannot be taken now ('' = they can); read-only
+        descriptors already refuse the plain node's other parameters."""
+        return ''
 
     def _swap_model(self, changes: dict) -> None:
         """Load the model ``changes`` ask for and hand it to the worker between two
@@ -347,11 +424,16 @@ class SegmentationNode(Node):
         path with descriptors given is the one that may change read-only parameters)."""
         values = params.class_map_parameters(info.class_names, info.palette, drivable_ids,
                                              self.config.has_ego)
-        descriptors = {name: ParameterDescriptor(read_only=True, dynamic_typing=True,
+        descriptors = {name: ParameterDescriptor(read_only=self.read_only_parameters,
+                                                 dynamic_typing=True,
                                                  description='class map of the model')
                        for name in values}
-        self._set_parameters([Parameter(name, value=value) for name, value in values.items()],
-                             descriptors=descriptors)
+        self._updating_class_map = True     # past the lifecycle variant's lock
+        try:
+            self._set_parameters([Parameter(name, value=value)
+                                  for name, value in values.items()], descriptors=descriptors)
+        finally:
+            self._updating_class_map = False
 
     @staticmethod
     def _scaled_info(info: CameraInfo, header, shape) -> CameraInfo:
@@ -416,17 +498,17 @@ def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> 
         executor.shutdown()
 
 
-def run(stop: StopSignals, args=None) -> int:
+def run(stop: StopSignals, args=None, node_class=SegmentationNode) -> int:
     """Run the node until ``stop`` is signalled; return the exit code.
 
     A signal that arrived before (during the imports) ends it before the model
-    is loaded.
+    is loaded. ``node_class``: SegmentationNode or its managed variant.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     try:
-        node = SegmentationNode()
+        node = node_class()
         if stop.received is None:
             node.start()
             spin_until_stopped(node, stop)
