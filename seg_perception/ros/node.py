@@ -97,8 +97,9 @@ class SegmentationNode(Node):
         self._create_diagnostics()
         names = ', '.join(f'{c.name} <- {self.resolve_topic_name(c.topic)} ({c.transport})'
                           for c in self.config.cameras)
-        self.get_logger().info(f'segmenting {names} with {self.config.model_path} '
-                               f'[{self.backend_values["backend"]}]')
+        self.get_logger().info(f'segmenting {names} with {self.backend_values["model"]} '
+                               f'[{self.backend_values["backend"]}, '
+                               f'{self.backend_values["precision"]}]')
 
     def _declare(self, specs):
         values = {}
@@ -251,8 +252,11 @@ class SegmentationNode(Node):
 
     def _backend_values(self, described: dict) -> dict:
         """Backend name, precision, device and model (from describe()), for logs and diagnostics."""
-        values = {'backend': str(described['name']), 'precision': str(described['precision']),
-                  'model': self.config.model_path}
+        precision, why = str(described['precision']), described.get('precision_reason')
+        # 'auto' may run another file than the model named (its INT8 form): say which.
+        values = {'backend': str(described['name']),
+                  'precision': f'{precision} ({why})' if why else precision,
+                  'model': str(described.get('model') or self.config.model_path)}
         if described['device']:
             values['device'] = str(described['device'])
         return values

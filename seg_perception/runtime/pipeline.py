@@ -128,8 +128,14 @@ class SegmentationPipeline:
         self._palette = palette             # cv2.applyColorMap's user table: id -> RGB
         self._buffers: Dict[tuple, np.ndarray] = {}
         LOG.info('pipeline: %s (%s), resize in the %s, results at %s resolution, '
-                 'drivable classes %s', self.backend.name, self.backend.precision, resize,
+                 'drivable classes %s', self.backend.name, self.precision_text(), resize,
                  output_resolution, [self.info.class_names[i] for i in drivable_ids])
+
+    def precision_text(self) -> str:
+        """The precision that runs, and why where 'auto' chose it: 'int8 (auto: AVX512-VNNI,
+        default_model.cpu.int8.onnx)'."""
+        why = getattr(self.backend, 'precision_reason', '')
+        return f'{self.backend.precision} ({why})' if why else str(self.backend.precision)
 
     def describe(self) -> dict:
         """The backend's description plus how this pipeline uses it."""

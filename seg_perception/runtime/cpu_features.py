@@ -1,0 +1,40 @@
+"""Whether this CPU has int8 dot-product instructions, which make INT8 models pay off.
+
+ONNX Runtime's integer convolutions use VNNI (``vpdpbusd``) where the CPU has it; without it
+they emulate the dot product with several instructions and an INT8 model gains little or
+nothing over fp32. Linux says which instructions a CPU has in the ``flags`` line of
+/proc/cpuinfo; elsewhere (or where it cannot be read) the answer is "none", so the safe fp32
+runs.
+"""
+from __future__ import annotations
+
+import functools
+from typing import FrozenSet, Iterable, Optional
+
+CPUINFO = '/proc/cpuinfo'
+# /proc/cpuinfo flag -> the name the logs use, best first.
+INT8_DOT_PRODUCT = (('avx512_vnni', 'AVX512-VNNI'), ('avx_vnni', 'AVX-VNNI'))
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags(path: str = CPUINFO) -> FrozenSet[str]:
+    """The instruction-set flags of the first CPU in ``path``; empty where unreadable."""
+    try:
+        with open(path) as stream:
+            for line in stream:
+                key, _, value = line.partition(':')
+                if key.strip() in ('flags', 'Features'):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def int8_dot_product(flags: Optional[Iterable[str]] = None) -> Optional[str]:
+    """'AVX512-VNNI' or 'AVX-VNNI' where the CPU (``flags``; default: this one's) has it,
+    else None."""
+    flags = cpu_flags() if flags is None else frozenset(flags)
+    for flag, name in INT8_DOT_PRODUCT:
+        if flag in flags:
+            return name
+    return None
