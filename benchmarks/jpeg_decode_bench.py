@@ -6,11 +6,12 @@ The sample bag's dash frames, upscaled to 1920x1080 and encoded as the drivers d
 4:2:0), decoded by each candidate in turn on every round (interleaved, so load on the shared
 machine falls on all of them alike):
 
-* full decodes: ``cv2.imdecode`` (what the node did before) and ``simplejpeg.decode_jpeg``;
-* scaled decodes to at least the network input (360x480, so 1/2 for 1080p):
-  ``cv2.imdecode`` with ``IMREAD_REDUCED_COLOR_2``, ``simplejpeg.decode_jpeg(min_height=,
-  min_width=)`` and the node's own path, ``conversions.decode_compressed(min_size=)``
-  (header check, strict mode, the camera size read from the header).
+* full decodes: ``cv2.imdecode`` (what benchmarks/NODE.md timed) and ``simplejpeg.decode_jpeg``;
+* scaled decodes to at least the network input (360x480): ``cv2.imdecode`` with
+  ``IMREAD_REDUCED_COLOR_2`` (OpenCV scales by 1/2, 1/4, 1/8 only), ``simplejpeg.decode_jpeg(
+  min_height=, min_width=)`` (libjpeg-turbo's k/8 scales: 3/8 for 1080p) and the node's own
+  path before and now, ``conversions.decode_compressed`` (header check, strict mode), alone
+  and followed by the pipeline's conversion to the network input (resize + BGR to RGB).
 
 Writes a markdown table with the machine, date, command and load when ``--write`` is given.
 """
@@ -47,18 +48,42 @@ def camera_jpegs():
     return [np.frombuffer(j, np.uint8) for j in jpegs]
 
 
+def to_network(bgr):
+    """What the pipeline's convert stage does next: resize to the network input, then RGB."""
+    small = cv2.resize(bgr, NETWORK[::-1], interpolation=cv2.INTER_LINEAR)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
+def node_decode(jpeg, min_size=None):
+    return decode_compressed(SimpleNamespace(format='jpeg', data=jpeg), min_size=min_size).pixels
+
+
 def candidates():
     height, width = NETWORK
     return {
-        'cv2.imdecode, full (before)': lambda b: cv2.imdecode(b, cv2.IMREAD_COLOR),
+        'cv2.imdecode, full': lambda b: cv2.imdecode(b, cv2.IMREAD_COLOR),
         'simplejpeg, full': lambda b: simplejpeg.decode_jpeg(b, colorspace='BGR'),
-        'cv2.imdecode IMREAD_REDUCED_COLOR_2': lambda b: cv2.imdecode(
+        'cv2.imdecode IMREAD_REDUCED_COLOR_2 (960x540)': lambda b: cv2.imdecode(
             b, cv2.IMREAD_REDUCED_COLOR_2),
-        'simplejpeg min_height/min_width (1/2)': lambda b: simplejpeg.decode_jpeg(
+        'simplejpeg min_height/min_width (3/8: 720x405)': lambda b: simplejpeg.decode_jpeg(
             b, colorspace='BGR', min_height=height, min_width=width),
-        'conversions.decode_compressed(min_size=) (shipped)': lambda b: decode_compressed(
-            SimpleNamespace(format='jpeg', data=b), min_size=NETWORK).pixels,
+        'node before: decode_compressed(), full': node_decode,
+        'node now: decode_compressed(min_size=360x480)': lambda b: node_decode(b, NETWORK),
+        'node before, + convert to the network input': lambda b: to_network(node_decode(b)),
+        'node now, + convert to the network input': lambda b: to_network(
+            node_decode(b, NETWORK)),
     }
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as stream:
+            for line in stream:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def measure(jpegs, rounds):
@@ -77,12 +102,12 @@ def measure(jpegs, rounds):
 
 
 def table(results, jpegs, rounds, load_before, load_after, command):
-    full = results['cv2.imdecode, full (before)'][1]
+    full = results['cv2.imdecode, full'][1]
     lines = [
-        '# JPEG decode: full against scaled (DCT 1/2) for a 360x480 network',
+        '# JPEG decode: full against scaled to the 360x480 network input',
         '',
         f'Command: `{command}` (PYTHONPATH at the repository root).',
-        f'Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs '
+        f'Machine: {cpu_name()}, {os.cpu_count()} logical CPUs '
         f'shared with other jobs, Python {platform.python_version()}, OpenCV {cv2.__version__}, '
         f'simplejpeg {simplejpeg.__version__}.',
         f'Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. '
