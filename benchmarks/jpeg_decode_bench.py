@@ -29,6 +29,7 @@ import simplejpeg
 
 from seg_perception.replay.bag_io import open_bag
 from seg_perception.ros.conversions import decode, decode_compressed
+from seg_perception.runtime.cpu_features import cpu_model_name
 
 BAG = 'seg_perception/assets/sample_bag'
 TOPIC = '/camera/dash/image_raw/compressed'
@@ -75,17 +76,6 @@ def candidates():
     }
 
 
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as stream:
-            for line in stream:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def measure(jpegs, rounds):
     times = {name: [] for name in candidates()}
     for name, fn in candidates().items():      # warm-up, and a check of the output sizes
@@ -107,7 +97,7 @@ def table(results, jpegs, rounds, load_before, load_after, command):
         '# JPEG decode: full against scaled to the 360x480 network input',
         '',
         f'Command: `{command}` (PYTHONPATH at the repository root).',
-        f'Machine: {cpu_name()}, {os.cpu_count()} logical CPUs '
+        f'Machine: {cpu_model_name() or platform.machine()}, {os.cpu_count()} logical CPUs '
         f'shared with other jobs, Python {platform.python_version()}, OpenCV {cv2.__version__}, '
         f'simplejpeg {simplejpeg.__version__}.',
         f'Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. '

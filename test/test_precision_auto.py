@@ -31,10 +31,12 @@ def test_int8_dot_product_instructions_are_read_from_cpuinfo(tmp_path, flags, ex
     cpuinfo.write_text(f'processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n'
                        f'processor\t: 1\nflags\t\t: {flags}\n')
     assert cpu_features.int8_dot_product(cpu_features.cpu_flags(str(cpuinfo))) == expected
+    assert cpu_features.cpu_model_name(str(cpuinfo)) == 'Some CPU'
 
 
 def test_an_unreadable_cpuinfo_means_no_vnni(tmp_path):
     assert cpu_features.cpu_flags(str(tmp_path / 'missing')) == frozenset()
+    assert cpu_features.cpu_model_name(str(tmp_path / 'missing')) == ''
     assert cpu_features.int8_dot_product(frozenset()) is None
 
 

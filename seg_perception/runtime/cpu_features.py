@@ -9,25 +9,36 @@ runs.
 from __future__ import annotations
 
 import functools
-from typing import FrozenSet, Iterable, Optional
+from typing import FrozenSet, Iterable, Optional, Tuple
 
 CPUINFO = '/proc/cpuinfo'
 # /proc/cpuinfo flag -> the name the logs use, best first.
 INT8_DOT_PRODUCT = (('avx512_vnni', 'AVX512-VNNI'), ('avx_vnni', 'AVX-VNNI'))
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_flags(path: str = CPUINFO) -> FrozenSet[str]:
-    """The instruction-set flags of the first CPU in ``path``; empty where unreadable."""
+def _first_value(keys: Tuple[str, ...], path: str) -> Optional[str]:
+    """The value of the first line of ``path`` whose key is one of ``keys``."""
     try:
         with open(path) as stream:
             for line in stream:
                 key, _, value = line.partition(':')
-                if key.strip() in ('flags', 'Features'):
-                    return frozenset(value.split())
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags(path: str = CPUINFO) -> FrozenSet[str]:
+    """The instruction-set flags of the first CPU in ``path`` (x86 'flags', Arm
+    'Features'); empty where unreadable."""
+    return frozenset((_first_value(('flags', 'Features'), path) or '').split())
+
+
+def cpu_model_name(path: str = CPUINFO) -> str:
+    """The CPU's model name, for benchmark results ('' where not known)."""
+    return _first_value(('model name',), path) or ''
 
 
 def int8_dot_product(flags: Optional[Iterable[str]] = None) -> Optional[str]:
