@@ -138,6 +138,6 @@ def test_the_node_reports_the_precision_and_why_and_the_file_that_runs():
         'name': 'onnxruntime', 'precision': 'int8', 'device': 'cpu',
         'model': '/x/default_model.cpu.int8.onnx',
         'precision_reason': 'auto: AVX512-VNNI, default_model.cpu.int8.onnx'})
-    assert values == {'backend': 'onnxruntime', 'device': 'cpu',
-                      'precision': 'int8 (auto: AVX512-VNNI, default_model.cpu.int8.onnx)',
+    assert values == {'backend': 'onnxruntime', 'device': 'cpu', 'precision': 'int8',
+                      'precision_reason': 'auto: AVX512-VNNI, default_model.cpu.int8.onnx',
                       'model': '/x/default_model.cpu.int8.onnx'}

@@ -97,9 +97,10 @@ class SegmentationNode(Node):
         self._create_diagnostics()
         names = ', '.join(f'{c.name} <- {self.resolve_topic_name(c.topic)} ({c.transport})'
                           for c in self.config.cameras)
-        self.get_logger().info(f'segmenting {names} with {self.backend_values["model"]} '
-                               f'[{self.backend_values["backend"]}, '
-                               f'{self.backend_values["precision"]}]')
+        values = self.backend_values
+        why = f' ({values["precision_reason"]})' if 'precision_reason' in values else ''
+        self.get_logger().info(f'segmenting {names} with {values["model"]} '
+                               f'[{values["backend"]}, {values["precision"]}{why}]')
 
     def _declare(self, specs):
         values = {}
@@ -252,11 +253,11 @@ class SegmentationNode(Node):
 
     def _backend_values(self, described: dict) -> dict:
         """Backend name, precision, device and model (from describe()), for logs and diagnostics."""
-        precision, why = str(described['precision']), described.get('precision_reason')
         # 'auto' may run another file than the model named (its INT8 form): say which.
-        values = {'backend': str(described['name']),
-                  'precision': f'{precision} ({why})' if why else precision,
+        values = {'backend': str(described['name']), 'precision': str(described['precision']),
                   'model': str(described.get('model') or self.config.model_path)}
+        if described.get('precision_reason'):
+            values['precision_reason'] = str(described['precision_reason'])
         if described['device']:
             values['device'] = str(described['device'])
         return values
