@@ -163,3 +163,15 @@ def test_a_failing_decode_stage_is_reported_and_the_worker_keeps_serving():
     assert len(errors) == 1 and 'decoder crashed' in str(errors[0])
     assert [f.stamp_ns for f, _ in harness.published] == [2]
     assert not runner.alive
+
+
+def test_a_decoded_frame_that_grew_too_old_waiting_for_the_network_is_dropped():
+    harness = Harness(cameras=('front', 'back'), max_age_ms=100.0)
+    ready = harness.processor.prepare([frame('front', stamp_ns=harness.now - 50_000_000),
+                                       frame('back', stamp_ns=harness.now)])
+    assert len(ready) == 2                          # both young enough when decoded
+    harness.now += 60_000_000                       # the network was busy for 60 ms
+    assert harness.processor.finish(ready) == 1
+    assert [f.camera for f, _ in harness.published] == ['back']
+    assert harness.stats['front'].snapshot()['dropped'] == {worker.TOO_OLD: 1}
+    assert '110 ms old' in harness.warnings[0]

@@ -220,10 +220,7 @@ class FrameProcessor:
             health = self.health.get(frame.camera)
             if health is not None:      # before the age check: frozen stamps make frames old
                 health.check_stamp(frame.stamp_ns, frame.arrived)
-            age_ns = now - frame.stamp_ns
-            if self.max_age_ns and frame.stamp_ns and age_ns > self.max_age_ns:
-                self.drop(frame, TOO_OLD, f'{age_ns / 1e6:.0f} ms old, max_frame_age_ms is '
-                                          f'{self.max_age_ns / 1e6:g}')
+            if self._too_old(frame, now):
                 continue
             try:
                 decoded = self.decode(frame.msg, **extra)
@@ -264,9 +261,21 @@ class FrameProcessor:
         """Handle one batch (both stages); return how many frames were published."""
         return self.finish(self.prepare(frames))
 
+    def _too_old(self, frame: Frame, now: int) -> bool:
+        """Drop ``frame`` (and say so) when it is older than max_frame_age_ms at ``now``."""
+        age_ns = now - frame.stamp_ns
+        if self.max_age_ns and frame.stamp_ns and age_ns > self.max_age_ns:
+            self.drop(frame, TOO_OLD, f'{age_ns / 1e6:.0f} ms old, max_frame_age_ms is '
+                                      f'{self.max_age_ns / 1e6:g}')
+            return True
+        return False
+
     def finish(self, ready: list) -> int:
         """Segment and publish what prepare() returned (the inference stage); return how
         many frames were published."""
+        # A decoded batch may have waited for the network: the age limit holds at its run.
+        now = self.now_ns()
+        ready = [item for item in ready if not self._too_old(item[0], now)]
         if not ready:
             return 0
         results = self._segment(ready)
