@@ -11,6 +11,10 @@ BACKENDS = ('auto', 'tensorrt', 'onnxruntime', 'onnxruntime-cpu', 'onnxruntime-c
 # first release, and configs in the field use it.
 BACKEND_ALIASES = {'torch': 'pytorch'}
 PRECISIONS = ('fp32', 'fp16', 'int8')
+# What a user may ask to run at: a precision, or 'auto' (the fastest that is safe here: the
+# INT8 form beside the model on a CPU with int8 dot-product instructions, fp16 on TensorRT;
+# runtime/backends.py). A model file is always one of PRECISIONS.
+RUN_PRECISIONS = ('auto',) + PRECISIONS
 # Where the labels come out: at the camera's size, or at the network's (cheaper; the runtime
 # resizes).
 OUTPUT_RESOLUTIONS = ('camera', 'network')

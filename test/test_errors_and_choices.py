@@ -65,7 +65,7 @@ def test_backend_aliases_and_choices_are_spelled_once():
     from seg_perception.commands import _args
     from seg_perception.ros import params
     assert set(params.BACKENDS) == set(choices.BACKENDS) | set(choices.BACKEND_ALIASES)
-    assert params.PRECISIONS is choices.PRECISIONS
+    assert params.RUN_PRECISIONS is choices.RUN_PRECISIONS
     parser = _args.argparse.ArgumentParser()
     _args.add_runtime_options(parser)
     with pytest.raises(SystemExit):

@@ -112,6 +112,9 @@ def test_encodings_are_segmented_with_input_headers(ros, tmp_path, colour_model)
     status = camera_status()[0]
     fields = {kv.key: kv.value for kv in status.values}
     assert fields['backend'] == 'onnxruntime' and fields['precision'] == 'fp32'
+    # precision 'auto', the default, says why it chose fp32 (this test model has no INT8 form).
+    assert fields['precision_reason'].startswith('auto: no ') and \
+        fields['precision_reason'].endswith('.cpu.int8.onnx beside the model')
     for key in ('input_rate_hz', 'output_rate_hz', 'latency_p50_ms', 'latency_p95_ms',
                 'dropped'):
         assert key in fields, key

@@ -5,7 +5,7 @@ import argparse
 import re
 from typing import Tuple
 
-from seg_perception.choices import BACKENDS, PRECISIONS
+from seg_perception.choices import BACKENDS, RUN_PRECISIONS
 
 MODEL_HELP = 'exported ONNX model (default: the model shipped with the package)'
 
@@ -46,10 +46,12 @@ def add_runtime_options(parser, *, backend: str = 'auto', lists: bool = False) -
                         choices=None if lists else BACKENDS, metavar='BACKEND',
                         help=f'runtime backend: {", ".join(BACKENDS)}{several} '
                              f'(default {backend})')
-    parser.add_argument('--precision', default='fp32', choices=None if lists else PRECISIONS,
-                        metavar='PRECISION',
-                        help=f'{", ".join(PRECISIONS)}{several} (default fp32; fp16 and int8 '
-                             'need TensorRT, or a quantised model for int8 on the CPU)')
+    parser.add_argument('--precision', default='auto',
+                        choices=None if lists else RUN_PRECISIONS, metavar='PRECISION',
+                        help=f'{", ".join(RUN_PRECISIONS)}{several} (default auto: the '
+                             'MODEL.cpu.int8.onnx beside the model on a CPU with AVX512-VNNI or '
+                             'AVX-VNNI, fp16 on TensorRT, else fp32; fp16 and int8 need '
+                             'TensorRT, or a quantised model for int8 on the CPU)')
     parser.add_argument('--threads', type=positive_int, metavar='N',
                         help='CPU inference threads (default: the physical cores, at most 8)')
     parser.add_argument('--engine-cache-dir', metavar='DIR',

@@ -15,7 +15,7 @@ from seg_perception.bench.pipeline_bench import (machine, markdown_table, model_
                                                  run_config, summary_lines, write_results)
 from seg_perception.commands._args import add_runtime_options, parse_size
 from seg_perception.errors import InvalidValueError
-from seg_perception.choices import BACKENDS, PRECISIONS
+from seg_perception.choices import BACKENDS, RUN_PRECISIONS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backend.split(',') if b.strip()]
     precisions = [p.strip() for p in args.precision.split(',') if p.strip()]
     for value, known, what in ((backends, BACKENDS, 'backend'),
-                               (precisions, PRECISIONS, 'precision')):
+                               (precisions, RUN_PRECISIONS, 'precision')):
         unknown = [v for v in value if v not in known]
         if unknown:
             raise InvalidValueError(f'unknown {what} {unknown[0]!r}; choose from '

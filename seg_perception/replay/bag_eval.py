@@ -304,11 +304,13 @@ class _Run:
         index = camera.frames + camera.skipped
         ego_mask = self.egos.get(camera.name)
         try:
-            decoded = decode(msg)
+            # As the node does: a JPEG decoded at the smallest scale the network needs,
+            # results at the camera's size.
+            decoded = decode(msg, min_size=self.pipeline.decode_size)
             decode_ms = (time.perf_counter() - start) * 1000.0
-            ego = None if ego_mask is None else ego_mask.at(decoded.pixels.shape[:2])
+            ego = None if ego_mask is None else ego_mask.at(decoded.size)
             (result,) = self.pipeline.process([decoded.pixels], [decoded.encoding],
-                                              ego_masks=[ego])
+                                              ego_masks=[ego], output_sizes=[decoded.size])
         except (ConversionError, InputError) as exc:
             self._skip(camera, index, exc)
             return

@@ -121,7 +121,7 @@ class Scorer:
 
 def label_pixels(decoded, where: str) -> np.ndarray:
     """A decoded label message (conversions.DecodedImage) as an H×W uint8 array."""
-    pixels, encoding = decoded
+    pixels, encoding = decoded.pixels, decoded.encoding
     if encoding != 'mono8':
         raise BagError(f'{where}: label images must be mono8 (one channel of class ids), '
                        f'got {encoding}')

@@ -16,6 +16,14 @@ the pipeline understands:
   in strict mode (simplejpeg): data that libjpeg only warns about, such as
   garbage in the middle of the stream, is rejected instead of segmented.
 
+``min_size`` (height, width) asks for no more pixels than that: a JPEG is then
+decoded at the smallest of libjpeg-turbo's DCT scales (k/8: 1/2, 3/8, 1/4, 1/8...)
+that is still at least that size, which saves most of the inverse DCT, upsampling
+and colour conversion work (benchmarks/JPEG.md); OpenCV, the fallback, scales by
+1/2, 1/4 or 1/8. The camera's own size, read from the JPEG header, is kept
+in :attr:`DecodedImage.camera_size`, so results can still be made at full size.
+Other formats and raw images always decode in full.
+
 :func:`image_to_rgb` gives H×W×3 RGB for every input. When ``cv_bridge`` is
 importable it decodes the raw encodings it handles correctly (not the Bayer
 ones, which it does not demosaic, nor big-endian data, nor rows padded by a
@@ -27,13 +35,17 @@ from __future__ import annotations
 
 import array
 import sys
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
-import simplejpeg
 
 from seg_perception.errors import InvalidValueError
+
+try:
+    import simplejpeg
+except ImportError:     # a runtime dependency; OpenCV decodes (less strictly) without it
+    simplejpeg = None
 
 
 class ConversionError(InvalidValueError):
@@ -41,10 +53,20 @@ class ConversionError(InvalidValueError):
 
 
 class DecodedImage(NamedTuple):
-    """Pixels of one message and the encoding they are in (rgb8, bgr8 or mono8)."""
+    """Pixels of one message and the encoding they are in (rgb8, bgr8 or mono8).
+
+    ``camera_size``: (height, width) of the image the camera sent, where the pixels are
+    a reduced decode of it; None when the pixels are the full image.
+    """
 
     pixels: np.ndarray
     encoding: str
+    camera_size: Optional[Tuple[int, int]] = None
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        """(height, width) of the camera's image: what results should be made at."""
+        return self.camera_size or tuple(self.pixels.shape[:2])
 
 
 # encoding -> (channels, bytes per channel)
@@ -205,29 +227,73 @@ def _compressed_kind(msg, payload: np.ndarray) -> str:
     return kind
 
 
-def _decode_jpeg(payload: np.ndarray) -> Optional[DecodedImage]:
-    """A YCbCr or grey JPEG, decoded strictly; None for other colour spaces (CMYK).
+# cv2.imdecode flags for a reduced colour decode, by DCT scale denominator.
+_CV2_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+                4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def jpeg_scale(size: Tuple[int, int], min_size: Optional[Tuple[int, int]]) -> int:
+    """The largest DCT scale denominator (1, 2, 4 or 8) that keeps an image of ``size``
+    at least ``min_size`` (libjpeg rounds scaled sizes up)."""
+    if not min_size:
+        return 1
+    for scale in (8, 4, 2):
+        if all(-(-int(full) // scale) >= int(least) for full, least in zip(size, min_size)):
+            return scale
+    return 1
+
+
+def _decode_jpeg(payload: np.ndarray,
+                 min_size: Optional[Tuple[int, int]]) -> Optional[DecodedImage]:
+    """A YCbCr or grey JPEG, decoded strictly; None for other colour spaces (CMYK) and
+    where simplejpeg is missing.
 
     cv2.imdecode cannot be asked about libjpeg's warnings: it prints "Corrupt JPEG
     data: ..." to stderr and returns the damaged image. simplejpeg's strict mode
     turns those warnings into a ValueError; its pixels equal OpenCV's (same
     library, same default DCT and upsampling).
     """
+    if simplejpeg is None:
+        return None
+    least = {'min_height': int(min_size[0]), 'min_width': int(min_size[1])} if min_size else {}
     try:
-        colorspace = simplejpeg.decode_jpeg_header(payload)[2]
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(payload)
         if colorspace == 'Gray':
-            pixels = simplejpeg.decode_jpeg(payload, colorspace='GRAY', strict=True)
-            return DecodedImage(pixels[:, :, 0], 'mono8')
+            pixels = simplejpeg.decode_jpeg(payload, colorspace='GRAY', strict=True, **least)
+            return _sized(DecodedImage(pixels[:, :, 0], 'mono8'), (height, width))
         if colorspace in ('YCbCr', 'RGB'):
-            return DecodedImage(simplejpeg.decode_jpeg(payload, colorspace='BGR', strict=True),
-                                'bgr8')
+            pixels = simplejpeg.decode_jpeg(payload, colorspace='BGR', strict=True, **least)
+            return _sized(DecodedImage(pixels, 'bgr8'), (height, width))
     except ValueError as exc:
         raise ConversionError(f'corrupt JPEG data ({payload.size} bytes): {exc}') from None
     return None         # CMYK/YCCK (never a camera's): OpenCV converts those
 
 
-def decode_compressed(msg) -> DecodedImage:
-    """Decode a sensor_msgs/CompressedImage-like message (JPEG or PNG)."""
+def _sized(decoded: DecodedImage, camera_size: Tuple[int, int]) -> DecodedImage:
+    """``decoded`` with the camera size noted where the pixels are a reduced decode."""
+    if tuple(decoded.pixels.shape[:2]) == tuple(camera_size):
+        return decoded
+    return decoded._replace(camera_size=(int(camera_size[0]), int(camera_size[1])))
+
+
+def _jpeg_header_size(payload: np.ndarray) -> Optional[Tuple[int, int]]:
+    """(height, width) from the JPEG header, None where it cannot be read here."""
+    if simplejpeg is None:
+        return None
+    try:
+        height, width = simplejpeg.decode_jpeg_header(payload)[:2]
+    except ValueError:
+        return None
+    return int(height), int(width)
+
+
+def decode_compressed(msg, min_size: Optional[Tuple[int, int]] = None) -> DecodedImage:
+    """Decode a sensor_msgs/CompressedImage-like message (JPEG or PNG).
+
+    ``min_size``: (height, width) the caller needs at least; a JPEG is decoded at the
+    smallest DCT scale that keeps it (``camera_size`` then says the full size). Without
+    simplejpeg, OpenCV decodes JPEGs in full and less strictly.
+    """
     payload = _data_buffer(msg.data)
     if payload.size == 0:
         raise ConversionError(f'empty CompressedImage (format {msg.format!r})')
@@ -238,37 +304,50 @@ def decode_compressed(msg) -> DecodedImage:
         raise ConversionError(f'truncated JPEG: no end-of-image marker in {payload.size} bytes')
     if kind == 'png' and payload[-64:].tobytes().rfind(b'IEND') < 0:
         raise ConversionError(f'truncated PNG: no IEND chunk in {payload.size} bytes')
+    flags, camera_size = cv2.IMREAD_ANYCOLOR, None
     if kind == 'jpeg':
-        decoded = _decode_jpeg(payload)
+        decoded = _decode_jpeg(payload, min_size)
         if decoded is not None:
             return decoded
-    pixels = cv2.imdecode(payload, cv2.IMREAD_ANYCOLOR)
+        camera_size = _jpeg_header_size(payload)
+        if camera_size is not None and jpeg_scale(camera_size, min_size) > 1:
+            flags = _CV2_REDUCED[jpeg_scale(camera_size, min_size)]
+    pixels = cv2.imdecode(payload, flags)
     if pixels is None or pixels.size == 0:
         raise ConversionError(f'corrupt {kind.upper()} data ({payload.size} bytes): '
                               'OpenCV could not decode it')
     if pixels.ndim == 2:
-        return DecodedImage(pixels, 'mono8')
-    if pixels.shape[2] == 4:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
-    return DecodedImage(pixels, 'bgr8')
+        decoded = DecodedImage(pixels, 'mono8')
+    elif pixels.shape[2] == 4:
+        decoded = DecodedImage(cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR), 'bgr8')
+    else:
+        decoded = DecodedImage(pixels, 'bgr8')
+    return decoded if camera_size is None else _sized(decoded, camera_size)
 
 
-def decode(msg, use_cv_bridge: Optional[bool] = None) -> DecodedImage:
-    """Decode an Image or a CompressedImage message."""
+def decode(msg, use_cv_bridge: Optional[bool] = None,
+           min_size: Optional[Tuple[int, int]] = None) -> DecodedImage:
+    """Decode an Image or a CompressedImage message (``min_size``: see decode_compressed)."""
     if is_compressed(msg):
-        return decode_compressed(msg)
+        return decode_compressed(msg, min_size)
     return decode_image(msg, use_cv_bridge)
 
 
-def to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
-    """Turn a decoded rgb8/bgr8/mono8 array into H×W×3 RGB."""
+def to_rgb(pixels: np.ndarray, encoding: str,
+           size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Turn a decoded rgb8/bgr8/mono8 array into H×W×3 RGB, resized to ``size`` (height,
+    width) when given: ``to_rgb(*decoded)`` is the camera's image at the camera's size."""
     if encoding == 'rgb8':
-        return pixels
-    if encoding == 'bgr8':
-        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_BGR2RGB)
-    if encoding == 'mono8':
-        return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
-    raise ConversionError(f'to_rgb expects rgb8, bgr8 or mono8, got {encoding!r}')
+        rgb = pixels
+    elif encoding == 'bgr8':
+        rgb = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_BGR2RGB)
+    elif encoding == 'mono8':
+        rgb = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
+    else:
+        raise ConversionError(f'to_rgb expects rgb8, bgr8 or mono8, got {encoding!r}')
+    if size is None or tuple(size) == rgb.shape[:2]:
+        return rgb
+    return cv2.resize(rgb, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
 
 
 def image_to_rgb(msg, use_cv_bridge: Optional[bool] = None) -> np.ndarray:

@@ -133,8 +133,10 @@ class SegmentationNode(Node):
             self._activated = self._entities() - before
         names = ', '.join(f'{c.name} <- {self.resolve_topic_name(c.topic)} ({c.transport})'
                           for c in self.config.cameras)
-        self.get_logger().info(f'segmenting {names} with {self.config.model_path} '
-                               f'[{self.backend_values["backend"]}]')
+        values = self.backend_values
+        why = f' ({values["precision_reason"]})' if 'precision_reason' in values else ''
+        self.get_logger().info(f'segmenting {names} with {values["model"]} '
+                               f'[{values["backend"]}, {values["precision"]}{why}]')
 
     def deactivate(self) -> None:
         """Everything activate() started goes off again; the model stays loaded."""
@@ -453,8 +455,11 @@ class SegmentationNode(Node):
 
     def _backend_values(self, described: dict) -> dict:
         """Backend name, precision, device and model (from describe()), for logs and diagnostics."""
+        # 'auto' may run another file than the model named (its INT8 form): say which.
         values = {'backend': str(described['name']), 'precision': str(described['precision']),
-                  'model': self.config.model_path}
+                  'model': str(described.get('model') or self.config.model_path)}
+        if described.get('precision_reason'):
+            values['precision_reason'] = str(described['precision_reason'])
         if described['device']:
             values['device'] = str(described['device'])
         return values

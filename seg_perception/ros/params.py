@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from seg_perception import model_info
-from seg_perception.choices import BACKEND_ALIASES, BACKENDS, OUTPUT_RESOLUTIONS, PRECISIONS
+from seg_perception.choices import (BACKEND_ALIASES, BACKENDS, OUTPUT_RESOLUTIONS,
+                                    RUN_PRECISIONS)
 from seg_perception.ground.ego import EgoMask
 from seg_perception.ground.grid import FUSION_MODES, GridGeometry
 from seg_perception.ground.projection import GroundPlane
@@ -40,7 +41,9 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec('model', '', 'Exported ONNX model (a checkpoint for backend torch); empty = '
               'the model shipped with the package'),
     ParamSpec('backend', 'auto', 'Inference backend', BACKENDS),
-    ParamSpec('precision', 'fp32', 'Inference precision (fp16/int8: TensorRT)', PRECISIONS),
+    ParamSpec('precision', 'auto', 'Inference precision; auto = the INT8 form beside the '
+              'model on a CPU with VNNI, fp16 on TensorRT, else fp32 (fp16/int8: TensorRT)',
+              RUN_PRECISIONS),
     ParamSpec('engine_cache_dir', '', 'Directory for built TensorRT engines; empty = default'),
     ParamSpec('threads', 0, 'CPU threads for inference; 0 = backend default', min_value=0),
     ParamSpec('output_resolution', 'camera', 'Outputs at camera or network resolution',

@@ -1,11 +1,21 @@
 """Newest-frame slots and the inference worker, without rclpy.
 
 Subscription callbacks only :meth:`FrameSlots.put` the message (replacing an
-unprocessed older one: a slot, not a queue). One :class:`InferenceWorker`
-thread takes the freshest frame of every camera, and :class:`FrameProcessor`
-drops stale or bad ones, runs the pipeline on the rest as one batch and hands
-each result to the node's publish callback. A slow model therefore skips frames
-instead of building a backlog, and memory stays bounded.
+unprocessed older one: a slot, not a queue). :class:`InferenceWorker` runs two
+stages on two threads: the decode stage takes the freshest frame of every
+waiting camera and has :class:`FrameProcessor` drop stale or bad ones and decode
+the rest; the inference stage runs the pipeline on them as one batch and hands
+each result to the node's publish callback. The decode of the next batch thus
+overlaps the network's run of the current one. Between the stages sits one
+:class:`Handover` slot: the decode stage takes new frames only once the
+inference stage has taken the batch before, so at most one decoded batch waits,
+and it is made of the newest frames at the moment the network became free for
+it (frames arriving meanwhile replace older ones in the slots, counted as
+superseded; none is decoded only to be thrown away, which a small CPU cannot
+afford). Every camera with a frame waiting is in the next batch, oldest-waiting
+first, so no camera starves however many there are or however fast they send.
+A slow model therefore skips frames instead of building a backlog, and memory
+stays bounded.
 """
 from __future__ import annotations
 
@@ -62,7 +72,8 @@ class FrameSlots:
         return replaced
 
     def take(self, timeout: Optional[float] = None) -> List[Frame]:
-        """Remove and return every waiting frame; wait up to ``timeout`` s for one."""
+        """Remove and return every waiting frame, the longest-waiting first; wait up to
+        ``timeout`` s for one."""
         with self._ready:
             self._ready.wait_for(
                 lambda: self._closed or any(f is not None for f in self._slots.values()),
@@ -70,13 +81,57 @@ class FrameSlots:
             frames = [f for f in self._slots.values() if f is not None]
             for name in self._slots:
                 self._slots[name] = None
-        return frames
+        # A backend with a batch limit runs the first frames first: those waited longest.
+        return sorted(frames, key=lambda f: f.arrived)
 
     def close(self) -> None:
         """Wake up a waiting take() for good (shutdown)."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
+
+
+class Handover:
+    """At most one decoded batch on its way from the decode stage to the inference stage."""
+
+    def __init__(self):
+        self._batch: Optional[list] = None
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def wait_empty(self, timeout: Optional[float] = None) -> bool:
+        """Wait up to ``timeout`` s until no batch waits; whether none does (False: closed)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed or self._batch is None, timeout)
+            return self._batch is None and not self._closed
+
+    def put(self, batch: list) -> None:
+        """Hand ``batch`` over; the decode stage calls it only after wait_empty()."""
+        with self._changed:
+            if self._batch is not None:
+                raise RuntimeError('a decoded batch is already waiting')
+            self._batch = batch
+            self._changed.notify_all()
+
+    def take(self, timeout: Optional[float] = None) -> Optional[list]:
+        """Remove and return the waiting batch; wait up to ``timeout`` s for one."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._closed or self._batch is not None, timeout)
+            batch, self._batch = self._batch, None
+            self._changed.notify_all()
+        return batch
+
+    @property
+    def waiting(self) -> int:
+        """How many decoded batches wait (0 or 1)."""
+        with self._changed:
+            return int(self._batch is not None)
+
+    def close(self) -> None:
+        """Wake both stages for good (shutdown)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
 
 class WarnThrottle:
@@ -165,27 +220,28 @@ class FrameProcessor:
                                             f'{locked[1]}x{locked[0]}')
         return False
 
-    def _prepare(self, frames: List[Frame]):
+    def prepare(self, frames: List[Frame]) -> list:
+        """Check and decode ``frames`` (the decode stage); what finish() takes."""
         ready = []
         now = self.now_ns()
+        # A pipeline that resizes to the network input needs no more pixels than that.
+        min_size = getattr(self.pipeline, 'decode_size', None)
+        extra = {'min_size': min_size} if min_size else {}
         for frame in frames:
             started = time.perf_counter()
             health = self.health.get(frame.camera)
             if health is not None:      # before the age check: frozen stamps make frames old
                 health.check_stamp(frame.stamp_ns, frame.arrived)
-            age_ns = now - frame.stamp_ns
-            if self.max_age_ns and frame.stamp_ns and age_ns > self.max_age_ns:
-                self.drop(frame, TOO_OLD, f'{age_ns / 1e6:.0f} ms old, max_frame_age_ms is '
-                                          f'{self.max_age_ns / 1e6:g}')
+            if self._too_old(frame, now):
                 continue
             try:
-                decoded = self.decode(frame.msg)
+                decoded = self.decode(frame.msg, **extra)
             except conversions.ConversionError as exc:
                 self.drop(frame, BAD_FRAME, str(exc))
                 continue
             if health is not None:
                 health.check_image(decoded.pixels, decoded.encoding, frame.arrived)
-            if self._size_ok(frame, decoded.pixels.shape[:2]):
+            if self._size_ok(frame, _camera_size(decoded)):
                 ready.append((frame, decoded, time.perf_counter() - started))
         return ready
 
@@ -193,11 +249,14 @@ class FrameProcessor:
         """Results per frame (None where dropped); one batch, frame by frame if one is bad."""
         pixels = [d.pixels for _, d, _ in ready]
         encodings = [d.encoding for _, d, _ in ready]
+        sizes = [_camera_size(d) for _, d, _ in ready]
         kwargs = {}
+        if any(size != p.shape[:2] for size, p in zip(sizes, pixels)):
+            kwargs['output_sizes'] = sizes      # reduced decodes: results at the camera's size
         if self.ego_masks:
             egos = [self.ego_masks.get(frame.camera) for frame, _, _ in ready]
-            kwargs['ego_masks'] = [None if ego is None else ego.at(p.shape[:2])
-                                   for ego, p in zip(egos, pixels)]
+            kwargs['ego_masks'] = [None if ego is None else ego.at(size)
+                                   for ego, size in zip(egos, sizes)]
         try:
             return list(self.pipeline.process(pixels, encodings, **kwargs))
         except ValueError as exc:       # InputError: find the bad frame(s), keep the rest
@@ -211,9 +270,26 @@ class FrameProcessor:
             return [None] * len(ready)
 
     def process(self, frames: List[Frame]) -> int:
-        """Handle one batch; return how many frames were published."""
+        """Handle one batch (both stages); return how many frames were published."""
+        return self.finish(self.prepare(frames))
+
+    def _too_old(self, frame: Frame, now: int) -> bool:
+        """Drop ``frame`` (and say so) when it is older than max_frame_age_ms at ``now``."""
+        age_ns = now - frame.stamp_ns
+        if self.max_age_ns and frame.stamp_ns and age_ns > self.max_age_ns:
+            self.drop(frame, TOO_OLD, f'{age_ns / 1e6:.0f} ms old, max_frame_age_ms is '
+                                      f'{self.max_age_ns / 1e6:g}')
+            return True
+        return False
+
+    def finish(self, ready: list) -> int:
+        """Segment and publish what prepare() returned (the inference stage); return how
+        many frames were published. A model swap waiting takes effect first: between two
+        batches, never inside one."""
         self.hand_over()
-        ready = self._prepare(frames)
+        # A decoded batch may have waited for the network: the age limit holds at its run.
+        now = self.now_ns()
+        ready = [item for item in ready if not self._too_old(item[0], now)]
         if not ready:
             return 0
         results = self._segment(ready)
@@ -232,8 +308,16 @@ class FrameProcessor:
         return published
 
 
+def _camera_size(decoded) -> Tuple[int, int]:
+    """(height, width) the camera sent: a reduced decode's camera_size, else the pixels'."""
+    return tuple(getattr(decoded, 'camera_size', None) or decoded.pixels.shape[:2])
+
+
 class InferenceWorker:
-    """The one thread that runs a FrameProcessor on whatever the slots hold."""
+    """The decode and inference threads running a FrameProcessor on what the slots hold.
+
+    A processor with only process() (no prepare()/finish() stages) runs on one thread.
+    """
 
     def __init__(self, slots: FrameSlots, processor: FrameProcessor,
                  on_error: Callable[[BaseException], None], poll_s: float = 0.1):
@@ -241,33 +325,71 @@ class InferenceWorker:
         self.processor = processor
         self.on_error = on_error
         self.poll_s = poll_s
+        self.handover = Handover()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='segmentation_worker',
-                                        daemon=True)
+        staged = callable(getattr(processor, 'prepare', None)) and \
+            callable(getattr(processor, 'finish', None))
+        self._threads = [threading.Thread(target=self._infer if staged else self._run,
+                                          name='segmentation_worker', daemon=True)]
+        if staged:
+            self._threads.append(threading.Thread(target=self._decode, name='segmentation_decode',
+                                                  daemon=True))
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
+
+    def _guarded(self, stage: Callable, argument) -> None:
+        try:
+            stage(argument)
+        except Exception as exc:  # noqa: BLE001 - report and keep serving other frames
+            if not self._stop.is_set():    # publishers vanish during shutdown: not an error
+                self.on_error(exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             frames = self.slots.take(timeout=self.poll_s)
-            if not frames or self._stop.is_set():
+            if frames and not self._stop.is_set():
+                self._guarded(self.processor.process, frames)
+            elif not frames:
                 self.processor.hand_over()      # a swap also completes while no frames come
+
+    def _decode(self) -> None:
+        """Decode stage: the newest frames, once the batch before is in the network."""
+        while not self._stop.is_set():
+            if not self.handover.wait_empty(self.poll_s):
+                continue
+            frames = self.slots.take(timeout=self.poll_s)
+            if not frames or self._stop.is_set():
                 continue
             try:
-                self.processor.process(frames)
+                ready = self.processor.prepare(frames)
             except Exception as exc:  # noqa: BLE001 - report and keep serving other frames
-                if self._stop.is_set():
-                    break                  # publishers vanish during shutdown: not an error
-                self.on_error(exc)
+                if not self._stop.is_set():
+                    self.on_error(exc)
+                continue
+            if ready:
+                self.handover.put(ready)
+
+    def _infer(self) -> None:
+        """Inference stage: segment and publish each decoded batch."""
+        while not self._stop.is_set():
+            ready = self.handover.take(timeout=self.poll_s)
+            if ready and not self._stop.is_set():
+                self._guarded(self.processor.finish, ready)
+            elif not ready:
+                # A swap also completes while no frames come (here: the network's thread).
+                self._guarded(lambda _: self.processor.hand_over(), None)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to end and wait for the batch in flight."""
+        """Ask the threads to end and wait for the batch in flight."""
         self._stop.set()
         self.slots.close()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.handover.close()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return all(thread.is_alive() for thread in self._threads)

@@ -36,6 +36,7 @@ class Backend:
     name = 'backend'
     device = 'cpu'
     precision = 'fp32'
+    precision_reason = ''               # why this precision, when 'auto' chose it
     max_batch: Optional[int] = None     # most frames per run() call; None: any number
 
     def __init__(self, info: ModelInfo, model_path: str, reason: str = ''):
@@ -64,12 +65,14 @@ class Backend:
                 for name in self.info.outputs]
 
     def describe(self) -> dict:
-        """Name, device, precision, inputs/outputs, the model and why this backend."""
+        """Name, device, precision, inputs/outputs, the model, why this backend and (for
+        'auto') why this precision."""
         return {'name': self.name, 'device': self.device, 'precision': self.precision,
                 'model': self.model_path, 'architecture': self.info.architecture,
                 'network_input': list(self.info.input_size),
                 'output_resolution': self.info.output_resolution,
-                'inputs': self.inputs(), 'outputs': self.outputs(), 'reason': self.reason}
+                'inputs': self.inputs(), 'outputs': self.outputs(), 'reason': self.reason,
+                'precision_reason': self.precision_reason}
 
     def close(self) -> None:
         """Release the session or engine."""

@@ -128,8 +128,14 @@ class SegmentationPipeline:
         self._palette = palette             # cv2.applyColorMap's user table: id -> RGB
         self._buffers: Dict[tuple, np.ndarray] = {}
         LOG.info('pipeline: %s (%s), resize in the %s, results at %s resolution, '
-                 'drivable classes %s', self.backend.name, self.backend.precision, resize,
+                 'drivable classes %s', self.backend.name, self.precision_text(), resize,
                  output_resolution, [self.info.class_names[i] for i in drivable_ids])
+
+    def precision_text(self) -> str:
+        """The precision that runs, and why where 'auto' chose it: 'int8 (auto: AVX512-VNNI,
+        default_model.cpu.int8.onnx)'."""
+        why = getattr(self.backend, 'precision_reason', '')
+        return f'{self.backend.precision} ({why})' if why else str(self.backend.precision)
 
     def describe(self) -> dict:
         """The backend's description plus how this pipeline uses it."""
@@ -141,18 +147,34 @@ class SegmentationPipeline:
         return description
 
     # -- the path -------------------------------------------------------------
+    @property
+    def decode_size(self) -> Optional[Tuple[int, int]]:
+        """The smallest (height, width) worth decoding a frame at, or None for full size.
+
+        When the pipeline resizes frames to the network input, a frame decoded at no less
+        than that size (a scaled JPEG decode) gives the same network input for less work;
+        pass the camera's size as ``output_sizes`` to get results at full size. A graph fed
+        frames at their own size needs them whole.
+        """
+        return tuple(self.info.input_size) if self.resize == 'pipeline' else None
+
     def process(self, frames: Sequence[np.ndarray],
                 encodings: Union[None, str, Sequence[str]] = None,
-                ego_masks: Optional[Sequence[Optional[np.ndarray]]] = None) -> List[SegResult]:
+                ego_masks: Optional[Sequence[Optional[np.ndarray]]] = None,
+                output_sizes: Optional[Sequence[Optional[Tuple[int, int]]]] = None
+                ) -> List[SegResult]:
         """Segment ``frames`` (one per camera); return one SegResult per frame, in order.
 
-        ``encodings``: one per frame, one for all, or None (rgb8). A bad frame raises
+        ``encodings``: one per frame, one for all, or None (rgb8). ``output_sizes``: one
+        (height, width) per frame, the size camera-resolution results are made at (None:
+        the frame's own size; a reduced decode passes the camera's). A bad frame raises
         InputError before any work is done, so the pipeline stays usable.
         """
         start = time.perf_counter()
         frames, encodings = self._check(frames, encodings)
         # ego_masks: one per frame (None: that camera has none), H×W, non-zero = ego, any size.
         ego_masks = self._check_ego_masks(ego_masks, len(frames))
+        output_sizes = self._check_output_sizes(output_sizes, frames)
         results: List[Optional[SegResult]] = [None] * len(frames)
         for indices, feed_size in self._batches(frames):
             timings = [dict() for _ in indices]
@@ -179,7 +201,7 @@ class SegmentationPipeline:
                 timing['infer'] = infer_ms
                 results[index] = self._postprocess(frames[index], encodings[index], batch[slot],
                                                    outputs, slot, index, timing,
-                                                   ego_masks[index])
+                                                   ego_masks[index], output_sizes[index])
         total_ms = _ms(start)
         for result in results:
             result.timings['total'] = total_ms
@@ -232,6 +254,28 @@ class SegmentationPipeline:
                                  f'got {getattr(mask, "shape", type(mask).__name__)}')
         return ego_masks
 
+    @staticmethod
+    def _check_output_sizes(output_sizes, frames) -> List[Tuple[int, int]]:
+        if output_sizes is None:
+            return [frame.shape[:2] for frame in frames]
+        output_sizes = list(output_sizes)
+        if len(output_sizes) != len(frames):
+            raise InputError(f'{len(output_sizes)} output sizes for {len(frames)} frames')
+        checked = []
+        for index, (size, frame) in enumerate(zip(output_sizes, frames)):
+            if size is None:
+                checked.append(frame.shape[:2])
+                continue
+            try:
+                height, width = (int(v) for v in size)
+            except (TypeError, ValueError):
+                height = width = 0
+            if height < 1 or width < 1:
+                raise InputError(f'frame {index}: an output size must be (height, width) of '
+                                 f'at least 1 pixel, got {size!r}')
+            checked.append((height, width))
+        return checked
+
     def _batches(self, frames) -> List[Tuple[List[int], Tuple[int, int]]]:
         """Which frames go into one backend call, and the size they are fed at."""
         groups: Dict[Tuple[int, int], List[int]] = {}
@@ -268,10 +312,10 @@ class SegmentationPipeline:
 
     # -- upsample, drivable, overlay ------------------------------------------
     def _postprocess(self, frame, encoding, rgb_fed, outputs, slot, index, timing,
-                     ego=None) -> SegResult:
+                     ego=None, camera_size=None) -> SegResult:
         t0 = time.perf_counter()
         if self.output_resolution == 'camera':
-            size = frame.shape[:2]
+            size = tuple(camera_size or frame.shape[:2])
         else:
             size = tuple(self.info.input_size)
         network_labels = outputs['labels'][slot]
