@@ -185,10 +185,6 @@ class Bench:
         rclpy.try_shutdown(context=self.context)
 
 
-def percentile(values, q):
-    return float(np.percentile(values, q)) if values else float('nan')
-
-
 def run_cost(args, encoding):
     bench = Bench(args, encoding)
     try:
@@ -211,9 +207,10 @@ def run_cost(args, encoding):
     finally:
         bench.close()
     return {'encoding': encoding, 'frames': len(samples),
-            'node_ms_p50': percentile(overhead, 50), 'node_ms_p90': percentile(overhead, 90),
-            'publish_ms_p50': percentile(publish, 50), 'decode_ms_p50': decode,
-            'handoff_ms_p50': percentile(handoff, 50),
+            'node_ms_p50': stats.percentile(overhead, 50),
+            'node_ms_p90': stats.percentile(overhead, 90),
+            'publish_ms_p50': stats.percentile(publish, 50), 'decode_ms_p50': decode,
+            'handoff_ms_p50': stats.percentile(handoff, 50),
             'rclpy_deserialise_ms': deserialise_ms,
             'pipeline_ms_p50': bench.pipeline.last_s * 1e3}
 
@@ -403,23 +400,13 @@ def bench_fps(args):
     return result['fps']
 
 
-def camera_runs(items, encodings):
-    """(encoding, count) pairs from --cameras items: 'jpeg=1,2,4,6' or '1,6' (each encoding)."""
-    runs = []
-    for item in items:
-        named, _, counts = item.rpartition('=')
-        for encoding in [named] if named else encodings:
-            runs += [(encoding, int(count)) for count in counts.split(',')]
-    return runs
-
-
 def main_cameras(args):
     load_before = os.getloadavg()
     reference = bench_fps(args)
     print(f'# seg-perception bench, one raw {args.width}x{args.height} stream, fp32: '
           f'{reference:.1f} frames/s', flush=True)
     rows = []
-    for encoding, count in camera_runs(args.cameras, args.encodings.split(',')):
+    for encoding, count in stats.camera_runs(args.cameras, args.encodings.split(',')):
         rows.append(run_cameras(args, count, encoding))
         print(stats.results_table(rows[-1:]).splitlines()[-1], flush=True)
     load_after = os.getloadavg()

@@ -18,6 +18,16 @@ TARGET_FAIRNESS = 0.8       # slowest camera's rate over the fastest's
 TARGET_DECODE_MS = 4.0
 
 
+def camera_runs(items: Sequence[str], encodings: Sequence[str]) -> List[Tuple[str, int]]:
+    """(encoding, count) pairs from --cameras items: 'jpeg=1,2,4,6' or '1,6' (each encoding)."""
+    runs = []
+    for item in items:
+        named, _, counts = item.rpartition('=')
+        for encoding in [named] if named else encodings:
+            runs += [(encoding, int(count)) for count in counts.split(',')]
+    return runs
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile of ``values`` (NaN when there are none)."""
     return float(np.percentile(values, q)) if len(values) else float('nan')

@@ -21,6 +21,13 @@ def stamps(count, rate_hz, start=0):
     return [start + int(i * S / rate_hz) for i in range(count)]
 
 
+def test_camera_runs_per_encoding_or_for_each():
+    assert stats.camera_runs(['jpeg=1,2', 'rgb8=6'], ['bgr8']) == [('jpeg', 1), ('jpeg', 2),
+                                                                   ('rgb8', 6)]
+    assert stats.camera_runs(['1,6'], ['jpeg', 'rgb8']) == [('jpeg', 1), ('jpeg', 6),
+                                                            ('rgb8', 1), ('rgb8', 6)]
+
+
 def test_window_starts_after_the_warmup_of_the_first_frame_sent():
     sent = {'cam0': [5 * S, 6 * S], 'cam1': [4 * S + 50 * MS]}
     start = 6 * S + 50 * MS
