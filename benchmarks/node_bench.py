@@ -48,6 +48,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
 import node_bench_stats as stats
@@ -337,6 +338,12 @@ def run_cameras(args, count, encoding):
         arrival = time.time_ns()
         outputs[name].append((msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec,
                               arrival))
+    ran = {}                             # backend, precision, device from /diagnostics
+
+    def diagnosed(msg):
+        ran.update((kv.key, kv.value) for status in msg.status for kv in status.values
+                   if kv.key in ('backend', 'precision', 'device'))
+    client.create_subscription(DiagnosticArray, '/diagnostics', diagnosed, 10)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
     for name in names:
         client.create_subscription(Image, f'/{name}/segmentation/labels',
@@ -381,7 +388,7 @@ def run_cameras(args, count, encoding):
     latencies = [(arrival - stamp) / 1e6 for name in names for stamp, arrival in outputs[name]
                  if span[0] <= stamp < span[1]]
     row = stats.run_summary(cameras, latencies)
-    row.update(encoding=encoding, rate=args.rate, node_cpu=cpu[node.pid],
+    row.update(encoding=encoding, rate=args.rate, ran=ran, node_cpu=cpu[node.pid],
                publisher_cpu=cpu[publisher.pid], node_rss_mb=rss, node_peak_rss_mb=peak,
                decode_ms=decode_ms(make_message(encoding, args.width, args.height))
                if encoding == 'jpeg' else float('nan'))
@@ -398,6 +405,20 @@ def bench_fps(args):
     if 'error' in result:
         raise RuntimeError(f'seg-perception bench failed: {result["error"]}')
     return result['fps']
+
+
+def display_path(path):
+    """``path`` relative to the repository when inside it (the report is committed)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    inside = os.path.abspath(path).startswith(repo + os.sep)
+    return os.path.relpath(path, repo) if inside else path
+
+
+def describe_runs(rows):
+    """What the node said it ran (its /diagnostics), once per distinct setting."""
+    settings = {', '.join(f'{k} {v}' for k, v in sorted(r['ran'].items())) or 'not reported'
+                for r in rows}
+    return '; '.join(sorted(settings))
 
 
 def main_cameras(args):
@@ -422,8 +443,8 @@ def main_cameras(args):
         f'{info["versions"]}',
         f'- load average (1/5/15 min) before: {", ".join(f"{v:.1f}" for v in load_before)}; '
         f'after: {", ".join(f"{v:.1f}" for v in load_after)}',
-        f'- model: {resolve_model_path(args.model)}, node parameters at their defaults '
-        '(backend auto, precision as the node defaults) but cameras, topics and transport',
+        f'- model: {display_path(resolve_model_path(args.model))}; node parameters at their '
+        f'defaults but cameras, topics and transport; it ran: {describe_runs(rows)}',
         f'- {args.width}x{args.height} frames at {args.rate:g} Hz per camera, {args.warmup:g} s '
         f'warm-up, then {args.duration:g} s measured',
         f'- `seg-perception bench`, one raw stream, fp32, ONNX Runtime: {reference:.1f} '
