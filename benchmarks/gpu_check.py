@@ -39,6 +39,9 @@ AGREEMENT_TARGET = 0.995
 # (which are not 1080p); the pipeline takes the first profile a batch fits.
 PROFILES = ('1x1080x1920', '1x64x64/6x1080x1920/6x1280x2048')
 CAMERAS = (1, 6)
+# Every step's environment: the node, bench and the check's own pipelines look the engine up
+# under these profiles (SHAPES_ENV of runtime/trt/engine.py), so they find build-engine's.
+STEP_ENV = {'SEG_PERCEPTION_TRT_SHAPES': ' '.join(PROFILES)}
 
 
 class Outcome(NamedTuple):
@@ -67,7 +70,8 @@ def run_command(command: List[str], timeout_s: float) -> Outcome:
     started = time.monotonic()
     try:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True, start_new_session=True, cwd=REPO)
+                                   text=True, start_new_session=True, cwd=REPO,
+                                   env=dict(os.environ, **STEP_ENV))
     except OSError as exc:                       # no nvidia-smi, say
         return Outcome(127, '', str(exc), 0.0)
     try:
@@ -301,7 +305,7 @@ def agree(model: str, precision: str, frames: str, engine_cache: str) -> dict:
     import cv2
 
     from seg_perception.runtime.pipeline import SegmentationPipeline
-    os.environ['SEG_PERCEPTION_TRT_SHAPES'] = ' '.join(PROFILES)    # build-engine's engine
+    os.environ.update(STEP_ENV)        # set by run_command too; here for a run by hand
     engine = SegmentationPipeline(model, backend='tensorrt', precision=precision,
                                   engine_cache_dir=engine_cache)
     reference = SegmentationPipeline(model, backend='onnxruntime-cpu')

@@ -30,7 +30,10 @@ if ! nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; then
     echo "gpu_check: nvidia-smi finds no NVIDIA GPU; nothing to check" >&2
     exit 2
 fi
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv"; then
+    echo "gpu_check: python3 -m venv failed (Debian/Ubuntu: apt-get install python3-venv)" >&2
+    exit 2
+fi
 pip=("$venv/bin/python" -m pip)
 echo "gpu_check: installing into $venv"
 # The package's own requirements bring the CPU onnxruntime; onnxruntime-gpu replaces it

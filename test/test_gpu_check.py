@@ -216,6 +216,17 @@ def test_run_command_reports_a_missing_program_and_stops_one_past_its_limit():
     assert done.returncode == 0 and done.stdout == 'ok\n'
 
 
+def test_steps_look_engines_up_under_the_profiles_they_were_built_with():
+    shapes = gpu_check.run_command([sys.executable, '-c', 'import os; print(os.environ['
+                                    '"SEG_PERCEPTION_TRT_SHAPES"])'], 30.0).stdout.split()
+    assert shapes == list(gpu_check.PROFILES)
+    from seg_perception.runtime.trt.cache import parse_profile
+    from seg_perception.runtime.trt.engine import SHAPES_ENV
+    assert list(gpu_check.STEP_ENV) == [SHAPES_ENV]
+    assert [parse_profile(p) for p in shapes][1] == ((1, 64, 64), (6, 1080, 1920),
+                                                     (6, 1280, 2048))
+
+
 def test_sample_frames_are_exported_as_images(tmp_path):
     found = gpu_check.export_frames(str(tmp_path / 'frames'))
     files = sorted(os.listdir(tmp_path / 'frames'))
