@@ -21,6 +21,14 @@ TENSORRT_PIN=${TENSORRT_PIN:-tensorrt-cu12==10.16.1.11}
 CUDA_PYTHON_PIN=${CUDA_PYTHON_PIN:-cuda-python==12.9.4}
 ORT_PIN=${ORT_PIN:-onnxruntime-gpu==1.23.2}
 
+report="$repo/benchmarks/GPU.md"
+# An install that fails leaves its reason in the report (gpu_check.py rewrites it when it runs).
+install_failed() {
+    printf '\n**%s: the install failed (%s); nothing was measured.**\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" >> "$report"
+    echo "gpu_check: the install failed: $1" >&2
+    exit 2
+}
 pip_options=(--quiet --disable-pip-version-check --no-input)
 if [ -n "${GPU_CHECK_WHEELS:-}" ]; then
     pip_options+=(--no-index --find-links "$GPU_CHECK_WHEELS")
@@ -36,11 +44,16 @@ if [ ! -x "$venv/bin/python" ] && ! python3 -m venv "$venv"; then
 fi
 pip=("$venv/bin/python" -m pip)
 echo "gpu_check: installing into $venv"
-# The package's own requirements bring the CPU onnxruntime; onnxruntime-gpu replaces it
-# (both install the same 'onnxruntime' module, so the CPU one goes first).
-timeout 200 "${pip[@]}" install "${pip_options[@]}" -e "$repo"
-timeout 60 "${pip[@]}" uninstall --quiet -y onnxruntime
-timeout 240 "${pip[@]}" install "${pip_options[@]}" "$TENSORRT_PIN" "$CUDA_PYTHON_PIN" "$ORT_PIN"
+# The package's own requirements bring the CPU onnxruntime (and what it needs);
+# onnxruntime-gpu replaces it. Both install the same 'onnxruntime' module, so the CPU one
+# goes first and the GPU one is reinstalled over whatever is left (a venv used before).
+timeout 150 "${pip[@]}" install "${pip_options[@]}" -e "$repo" \
+    || install_failed "pip install -e the package"
+timeout 30 "${pip[@]}" uninstall --quiet -y onnxruntime || install_failed "removing onnxruntime"
+timeout 180 "${pip[@]}" install "${pip_options[@]}" "$TENSORRT_PIN" "$CUDA_PYTHON_PIN" \
+    || install_failed "$TENSORRT_PIN, $CUDA_PYTHON_PIN"
+timeout 60 "${pip[@]}" install "${pip_options[@]}" --force-reinstall --no-deps "$ORT_PIN" \
+    || install_failed "$ORT_PIN"
 echo "gpu_check: installed in $(( $(date +%s) - started )) s"
 
 cd "$repo"
