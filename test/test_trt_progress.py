@@ -5,6 +5,7 @@ IProgressMonitor (nested phases, steps from 0); the builder wiring is checked on
 test_tensorrt_runtime's recording stand-in of the API with an IProgressMonitor base.
 """
 import logging
+import re
 
 from seg_perception.runtime.trt import engine as trt_mod, progress
 from test_tensorrt_runtime import fake_trt, spec_for
@@ -111,3 +112,30 @@ def test_monitor_swallows_errors_of_the_logic_instead_of_ending_the_build():
 
 def test_no_monitor_before_tensorrt_10():
     assert progress.progress_monitor(fake_trt(), progress.BuildProgress()) is None
+
+
+def test_build_engine_command_shows_the_progress(tmp_path, monkeypatch, caplog, capsys):
+    from seg_perception import cli
+    from trt_helpers import ENV
+    model = write_model(tmp_path / 'net.onnx')
+    trt = fake_trt()
+    trt.IProgressMonitor = FakeMonitorBase
+
+    def build(self, network, config):
+        monitor = config.progress_monitor
+        monitor.phase_start('Building engine', None, 2)
+        monitor.step_complete('Building engine', 0)
+        monitor.phase_finish('Building engine')
+        return b'PLAN'
+    monkeypatch.setattr(trt.Builder, 'build_serialized_network', build)
+    trt.Runtime = lambda logger: type('Runtime', (), {
+        'deserialize_cuda_engine': lambda self, data: object()})()
+    monkeypatch.setattr(trt_mod, 'import_tensorrt', lambda: trt)
+    monkeypatch.setattr(trt_mod, 'device_environment', lambda: dict(ENV))
+    with caplog.at_level(logging.INFO, logger=progress.__name__):
+        assert cli.main(['build-engine', '--model', model, '--precision', 'fp16',
+                         '--cache-dir', str(tmp_path / 'engines')]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.name == progress.__name__]
+    assert re.fullmatch(r'TensorRT build \d+\.\d s: Building engine \(2 steps\)', lines[0])
+    assert 'Building engine done in' in lines[-1]
+    assert 'built in' in capsys.readouterr().out
