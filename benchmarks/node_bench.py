@@ -4,9 +4,11 @@
     source /opt/ros/humble-min/setup.bash
     ROS_DOMAIN_ID=77 python3 benchmarks/node_bench.py                  # fixed-time model
     ROS_DOMAIN_ID=77 python3 benchmarks/node_bench.py --model m.onnx   # a real model
+    ROS_DOMAIN_ID=77 python3 benchmarks/node_bench.py --cameras 1,2,4,6 --encodings jpeg \
+        --rate 10 --output benchmarks/NODE.md                         # 3. several cameras
 
-Runs the real node (SegmentationNode, its worker, rclpy publishers) in this process
-with a test publisher node and subscribers for the outputs.
+Modes 1 and 2 run the real node (SegmentationNode, its worker, rclpy publishers) in
+this process with a test publisher node and subscribers for the outputs.
 
 1. cost: frames one at a time (each waits for the previous result), so nothing
    queues. node cost = publish done - callback start - pipeline.process() time,
@@ -17,10 +19,23 @@ with a test publisher node and subscribers for the outputs.
 
 The default pipeline is a stand-in that sleeps --inference-ms and returns results
 of the frame's size, so the node's share is measured without a model's noise.
+
+3. cameras (--cameras N,...): the node as users start it (segmentation_node, its own
+   process, the default model unless --model) with N cameras; a second process
+   publishes N 1080p streams at --rate Hz each, stamped when sent; this one
+   subscribes to every camera's labels and times stamp -> arrival. CPU use and RSS
+   are read from /proc per process. The same run times `seg-perception bench` for one
+   raw 1080p fp32 stream (bench/pipeline_bench.py) for the ratio of issue #23.
 """
 import argparse
+import datetime
+import json
 import os
+import shlex
+import signal
 import statistics
+import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -33,8 +48,12 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message, serialize_message
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CompressedImage, Image
 
+import node_bench_stats as stats
+from seg_perception.bench.pipeline_bench import machine, run_config
+from seg_perception.model_info import resolve_model_path
 from seg_perception.ros import conversions
 from seg_perception.ros.node import SegmentationNode
 from seg_perception.ros.worker import SUPERSEDED
@@ -47,7 +66,11 @@ class FixedTimePipeline:
         self.inference_s = inference_ms / 1000.0
         self.info = types.SimpleNamespace(class_names=['road', 'sky'],
                                           palette=[[128, 64, 128], [70, 130, 180]],
-                                          drivable_ids=[0], outputs=['labels'])
+                                          drivable_ids=[0], outputs=['labels'],
+                                          input_size=[512, 1024])
+
+    def describe(self):
+        return {'name': 'stand-in', 'precision': 'fp32', 'device': 'cpu', 'drivable_ids': [0]}
 
     def process(self, frames, encodings=None):
         time.sleep(self.inference_s)
@@ -67,6 +90,9 @@ class TimedPipeline:
     def __init__(self, inner):
         self.inner, self.info, self.last_s = inner, inner.info, 0.0
         self.backend = getattr(inner, 'backend', None)
+
+    def describe(self):
+        return self.inner.describe()
 
     def process(self, frames, encodings=None):
         started = time.perf_counter()
@@ -160,10 +186,6 @@ class Bench:
         rclpy.try_shutdown(context=self.context)
 
 
-def percentile(values, q):
-    return float(np.percentile(values, q)) if values else float('nan')
-
-
 def run_cost(args, encoding):
     bench = Bench(args, encoding)
     try:
@@ -186,18 +208,24 @@ def run_cost(args, encoding):
     finally:
         bench.close()
     return {'encoding': encoding, 'frames': len(samples),
-            'node_ms_p50': percentile(overhead, 50), 'node_ms_p90': percentile(overhead, 90),
-            'publish_ms_p50': percentile(publish, 50), 'decode_ms_p50': decode,
-            'handoff_ms_p50': percentile(handoff, 50),
+            'node_ms_p50': stats.percentile(overhead, 50),
+            'node_ms_p90': stats.percentile(overhead, 90),
+            'publish_ms_p50': stats.percentile(publish, 50), 'decode_ms_p50': decode,
+            'handoff_ms_p50': stats.percentile(handoff, 50),
             'rclpy_deserialise_ms': deserialise_ms,
             'pipeline_ms_p50': bench.pipeline.last_s * 1e3}
 
 
 def overhead_decode(bench):
+    return decode_ms(bench.msg)
+
+
+def decode_ms(msg, repeats=10):
+    """Median time of the node's decode of ``msg`` (ros/conversions.py), ms."""
     times = []
-    for _ in range(10):
+    for _ in range(repeats):
         started = time.perf_counter()
-        conversions.decode(bench.msg)
+        conversions.decode(msg)
         times.append((time.perf_counter() - started) * 1e3)
     return statistics.median(times)
 
@@ -223,19 +251,250 @@ def run_drops(args, encoding):
             'output_hz': published / args.duration}
 
 
+# -- 3. several cameras: the node in its own process ------------------------------
+
+CAMERAS_XML = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 'config',
+                           'cyclonedds_cameras.xml')
+
+
+def camera_names(count):
+    return [f'cam{i}' for i in range(count)]
+
+
+def publish_streams(spec):
+    """The publisher process: every camera at ``rate`` Hz, phases spread over one period
+    (cameras are not synchronised); prints the stamps sent per camera as JSON."""
+    names, encoding = camera_names(spec['cameras']), spec['encoding']
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('bench_cameras', context=context)
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    msg = make_message(encoding, spec['width'], spec['height'])
+    publishers = [node.create_publisher(type(msg), f'/bench/{name}/image', qos)
+                  for name in names]
+    period = 1.0 / spec['rate']
+    sent = {name: [] for name in names}
+    started = time.perf_counter()
+    tick = 0
+    while time.perf_counter() - started < spec['seconds']:
+        for index, (name, publisher) in enumerate(zip(names, publishers)):
+            due = started + tick * period + index * period / len(names)
+            time.sleep(max(0.0, due - time.perf_counter()))
+            stamp = node.get_clock().now()
+            msg.header.stamp = stamp.to_msg()
+            publisher.publish(msg)
+            sent[name].append(stamp.nanoseconds)
+        tick += 1
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+    print(json.dumps(sent))
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
+    with open(f'/proc/{pid}/stat') as stream:
+        fields = stream.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def memory_mb(pid, field):
+    """VmRSS or VmHWM of process ``pid`` in MiB."""
+    with open(f'/proc/{pid}/status') as stream:
+        for line in stream:
+            if line.startswith(field + ':'):
+                return int(line.split()[1]) / 1024.0
+    return float('nan')
+
+
+def node_command(args, names, encoding):
+    transport = 'compressed' if encoding == 'jpeg' else 'raw'
+    params = ['cameras:=[' + ','.join(names) + ']']
+    for name in names:
+        params += [f'cameras.{name}.topic:=/bench/{name}/image',
+                   f'cameras.{name}.transport:={transport}']
+    if args.model:
+        params.append(f'model:={os.path.abspath(args.model)}')
+    command = [sys.executable, '-m', 'seg_perception.ros.entry_point', '--ros-args']
+    for param in params:
+        command += ['-p', param]
+    return command
+
+
+def run_cameras(args, count, encoding):
+    """One run: ``count`` cameras of ``encoding`` at args.rate Hz through segmentation_node."""
+    names = camera_names(count)
+    env = dict(os.environ)
+    env['CYCLONEDDS_URI'] = ','.join(filter(None, [env.get('CYCLONEDDS_URI'),
+                                                   'file://' + os.path.abspath(CAMERAS_XML)]))
+    log = tempfile.TemporaryFile('w+')         # a pipe left unread would block the node
+    node = subprocess.Popen(node_command(args, names, encoding), env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    client = rclpy.create_node('bench_outputs', context=context)
+    outputs = {name: [] for name in names}
+
+    def received(name, msg):
+        arrival = time.time_ns()
+        outputs[name].append((msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec,
+                              arrival))
+    ran = {}                             # backend, precision, device from /diagnostics
+
+    def diagnosed(msg):
+        ran.update((kv.key, kv.value) for status in msg.status for kv in status.values
+                   if kv.key in ('backend', 'precision', 'device'))
+    client.create_subscription(DiagnosticArray, '/diagnostics', diagnosed, 10)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    for name in names:
+        client.create_subscription(Image, f'/{name}/segmentation/labels',
+                                   lambda msg, name=name: received(name, msg), qos)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(client)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while any(client.count_publishers(f'/{name}/segmentation/labels') == 0
+                  for name in names):
+            if node.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f'segmentation_node did not start: {log.read()[-500:]}')
+            time.sleep(0.2)
+        spec = {'cameras': count, 'encoding': encoding, 'rate': args.rate,
+                'width': args.width, 'height': args.height,
+                'seconds': args.warmup + args.duration}
+        publisher = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--publisher',
+                                      json.dumps(spec)], env=env, stdout=subprocess.PIPE,
+                                     text=True)
+        time.sleep(args.warmup)
+        cpu_before = {p.pid: cpu_seconds(p.pid) for p in (node, publisher)}
+        time.sleep(args.duration)
+        cpu = {p.pid: (cpu_seconds(p.pid) - cpu_before[p.pid]) / args.duration
+               for p in (node, publisher)}
+        rss, peak = memory_mb(node.pid, 'VmRSS'), memory_mb(node.pid, 'VmHWM')
+        sent = json.loads(publisher.communicate(timeout=args.warmup + 30)[0])
+        time.sleep(1.0)                  # the results of the last frames
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        executor.shutdown(timeout_sec=2.0)
+        client.destroy_node()
+        rclpy.try_shutdown(context=context)
+        log.close()
+    span = stats.window(sent, args.warmup, args.duration)
+    cameras = {name: stats.camera_summary(sent[name], outputs[name], span) for name in names}
+    latencies = [(arrival - stamp) / 1e6 for name in names for stamp, arrival in outputs[name]
+                 if span[0] <= stamp < span[1]]
+    row = stats.run_summary(cameras, latencies)
+    row.update(encoding=encoding, rate=args.rate, ran=ran, node_cpu=cpu[node.pid],
+               publisher_cpu=cpu[publisher.pid], node_rss_mb=rss, node_peak_rss_mb=peak,
+               decode_ms=decode_ms(make_message(encoding, args.width, args.height))
+               if encoding == 'jpeg' else float('nan'))
+    return row
+
+
+def bench_fps(args):
+    """Frames/s of `seg-perception bench` for one raw 1080p stream, fp32, ONNX Runtime."""
+    result = run_config({'kind': 'pipeline', 'model': resolve_model_path(args.model),
+                         'input_size': [args.height, args.width], 'batch': 1,
+                         'iterations': 20, 'warmup': 3, 'threads': 0, 'backend': 'onnxruntime',
+                         'precision': 'fp32', 'color': False, 'ego': False, 'fill_holes': 0,
+                         'engine_cache_dir': None})
+    if 'error' in result:
+        raise RuntimeError(f'seg-perception bench failed: {result["error"]}')
+    return result['fps']
+
+
+def display_path(path):
+    """``path`` relative to the repository when inside it (the report is committed)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    inside = os.path.abspath(path).startswith(repo + os.sep)
+    return os.path.relpath(path, repo) if inside else path
+
+
+def describe_runs(rows):
+    """What the node said it ran (its /diagnostics), once per distinct setting."""
+    settings = {', '.join(f'{k} {v}' for k, v in sorted(r['ran'].items())) or 'not reported'
+                for r in rows}
+    return '; '.join(sorted(settings))
+
+
+def main_cameras(args):
+    load_before = os.getloadavg()
+    reference = bench_fps(args)
+    print(f'# seg-perception bench, one raw {args.width}x{args.height} stream, fp32: '
+          f'{reference:.1f} frames/s', flush=True)
+    rows = []
+    for encoding, count in stats.camera_runs(args.cameras, args.encodings.split(',')):
+        rows.append(run_cameras(args, count, encoding))
+        print(stats.results_table(rows[-1:]).splitlines()[-1], flush=True)
+    load_after = os.getloadavg()
+    # The machine's load changes during the runs: the reference is timed on both sides.
+    reference_after = bench_fps(args)
+    print(f'# seg-perception bench again: {reference_after:.1f} frames/s', flush=True)
+    info = machine()
+    section = '\n'.join([
+        '## Several cameras through the node (`--cameras`)', '',
+        f'- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}',
+        f'- command: `{shlex.join(["python3", "benchmarks/node_bench.py"] + sys.argv[1:])}`',
+        f'- machine: {info["cpu"]}, {info["cores"]} cores, {info["memory"]}; {info["os"]}; '
+        f'{info["versions"]}',
+        f'- load average (1/5/15 min) before: {", ".join(f"{v:.1f}" for v in load_before)}; '
+        f'after: {", ".join(f"{v:.1f}" for v in load_after)}',
+        f'- model: {display_path(resolve_model_path(args.model))}; node parameters at their '
+        f'defaults but cameras, topics and transport; it ran: {describe_runs(rows)}',
+        f'- {args.width}x{args.height} frames at {args.rate:g} Hz per camera, {args.warmup:g} s '
+        f'warm-up, then {args.duration:g} s measured',
+        f'- `seg-perception bench`, one raw stream, fp32, ONNX Runtime: {reference:.1f} '
+        f'frames/s before the node runs, {reference_after:.1f} after (the ratio below uses the '
+        'higher)',
+        '- CPU in cores (CPU seconds / wall seconds over the measured window), per process: '
+        'the node; the publisher process (all cameras); this process subscribes',
+        '', stats.results_table(rows), '',
+        *stats.target_lines(rows, max(reference, reference_after))])
+    print(section)
+    if args.output:
+        text = open(args.output).read() if os.path.isfile(args.output) else ''
+        with open(args.output, 'w') as stream:
+            stream.write(stats.replace_section(text, section))
+        print(f'wrote {args.output}')
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--width', type=int, default=1920)
     parser.add_argument('--height', type=int, default=1080)
     parser.add_argument('--encodings', default='rgb8,bgr8,yuv422,jpeg')
     parser.add_argument('--frames', type=int, default=30, help='frames per encoding (cost)')
-    parser.add_argument('--model', default='', help='ONNX model; default: a fixed-time stand-in')
+    parser.add_argument('--model', default='',
+                        help='ONNX model; default: a fixed-time stand-in (mode 3: the shipped '
+                             'default model)')
     parser.add_argument('--inference-ms', type=float, default=50.0,
                         help='stand-in model time per batch')
     parser.add_argument('--color', action='store_true', help='also publish the colour image')
-    parser.add_argument('--rate', type=float, default=30.0, help='input rate for the drop test')
-    parser.add_argument('--duration', type=float, default=5.0, help='drop test seconds')
+    parser.add_argument('--rate', type=float, default=30.0,
+                        help='input rate for the drop test; mode 3: per camera')
+    parser.add_argument('--duration', type=float, default=5.0,
+                        help='drop test seconds; mode 3: seconds measured')
+    parser.add_argument('--cameras', nargs='+', metavar='[ENCODING=]N,...',
+                        help='mode 3: camera counts to run, e.g. jpeg=1,2,4,6 rgb8=1,6 (plain '
+                             'counts: each of --encodings); the node in its own process, '
+                             '--rate Hz per camera')
+    parser.add_argument('--warmup', type=float, default=5.0,
+                        help='mode 3: seconds of frames before measuring')
+    parser.add_argument('--startup-timeout', type=float, default=60.0,
+                        help='mode 3: seconds to wait for the node to load its model')
+    parser.add_argument('--output', help='mode 3: markdown file whose section to rewrite')
+    parser.add_argument('--publisher', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.publisher:
+        publish_streams(json.loads(args.publisher))
+        return 0
+    if args.cameras:
+        return main_cameras(args)
 
     print(f'# segmentation_node cost at {args.width}x{args.height}, '
           f'{"model " + args.model if args.model else f"stand-in {args.inference_ms:g} ms"}, '

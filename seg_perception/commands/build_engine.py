@@ -1,7 +1,8 @@
 """``seg-perception build-engine``: build (or find in the cache) a TensorRT engine.
 
 The command-line shell over :mod:`seg_perception.runtime.trt.engine`; see there for the
-cache, the key and how engines are built.
+cache, the key and how engines are built. While TensorRT builds, its phases and steps are
+logged with the time elapsed (runtime/trt/progress.py) instead of a silent wait.
 """
 from __future__ import annotations
 

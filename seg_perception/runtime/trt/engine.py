@@ -5,7 +5,8 @@ optimisation profile per camera resolution / batch range in use (the graph takes
 uint8 N×H×W×3 frames of any size and resizes them itself, so only the cheap
 pre/post-processing runs at camera size), a timing cache shared by all builds on
 the same GPU and TensorRT version (rebuilds take seconds instead of minutes),
-and these precisions:
+a progress monitor that logs the build's phases (trt/progress.py), and these
+precisions:
 
 * ``fp32``: TensorRT's default (TF32 on GPUs that have it).
 * ``fp16``: BuilderFlag.FP16.
@@ -32,6 +33,7 @@ from seg_perception.files import write_bytes
 from seg_perception.runtime.trt import cache as engine_cache
 from seg_perception.runtime.trt.cache import (CachedEngine, EngineSpec, Profile, format_profile,
                                               parse_profile)
+from seg_perception.runtime.trt.progress import BuildProgress, progress_monitor
 
 LOG = logging.getLogger(__name__)
 
@@ -258,6 +260,10 @@ def build_engine_bytes(model_path: str, spec: EngineSpec, *,
     cache = _attach_timing_cache(config, timing_cache)
     LOG.info('TensorRT %s: building %s at %s for %s', trt.__version__, model_path,
              spec.precision, ', '.join(format_profile(p) for p in spec.profiles))
+    # Held until the build returns: TensorRT keeps only a pointer to it.
+    monitor = progress_monitor(trt, BuildProgress())
+    if monitor is not None:
+        config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f'TensorRT failed to build {model_path} at {spec.precision} '
