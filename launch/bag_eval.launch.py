@@ -41,6 +41,8 @@ ARGUMENTS = {
     'output_bag': ('', 'Bag to write; empty = <bag>_segmentation next to the input'),
     'rate': ('1.0', 'Playback rate; lower it when inference cannot keep up'),
     'start_delay': ('3.0', 'Seconds to wait for the node (model loading) before playing'),
+    'settle_time': ('3.0', 'Seconds to keep recording after playback ends (the last frames '
+                           'through inference, the last diagnostics)'),
     'log_level': ('info', 'debug, info, warn, error or fatal'),
 }
 
@@ -70,7 +72,7 @@ def _launch(context):
     # Let the last frames through inference and into the recorder, then stop everything.
     stop_after_play = RegisterEventHandler(OnProcessExit(
         target_action=play,
-        on_exit=[TimerAction(period=3.0, actions=[
+        on_exit=[TimerAction(period=float(values['settle_time']), actions=[
             EmitEvent(event=Shutdown(reason='bag playback finished'))])]))
     return [node_launch(), record, stop_after_play,
             TimerAction(period=float(values['start_delay']), actions=[play])]

@@ -48,7 +48,7 @@ def replay_through_node(ros, bag, params_file, model, output_bag, namespace=''):
     launched = ros.launch('launch', 'seg_perception', 'bag_eval.launch.py', f'bag:={bag}',
                           f'params_file:={params_file}', f'model:={model}',
                           'backend:=onnxruntime', f'output_bag:={output_bag}',
-                          f'rate:={RATE}', *extra)
+                          f'rate:={RATE}', 'settle_time:=6.0', *extra)
     assert launched.proc.wait(120) == 0, launched.output()
     return output_bag
 
