@@ -66,6 +66,9 @@ class ModelInfo:
     # What the file's graph computes in: 'int8' for a quantised graph, 'fp16' for half
     # weights. load_model_info reads it from the graph itself.
     precision: str = 'fp32'
+    # The most frames one run of the graph takes: 1 for an imported graph exported with a
+    # fixed batch of one (the pipeline then runs it frame by frame); None: any number.
+    max_batch: Optional[int] = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -100,6 +103,11 @@ class ModelInfo:
             raise ModelInfoError(f'probabilities: {", ".join(unknown)} not among the classes')
         if len(set(self.masks)) != len(self.masks):
             raise ModelInfoError(f'masks: a name appears twice in {self.masks}')
+        if self.max_batch is not None and (not isinstance(self.max_batch, int)
+                                           or isinstance(self.max_batch, bool)
+                                           or self.max_batch < 1):
+            raise ModelInfoError(f'max_batch must be a whole number >= 1 or null, '
+                                 f'got {self.max_batch!r}')
         if self.precision not in PRECISIONS:
             raise ModelInfoError(f'precision must be one of {", ".join(PRECISIONS)}, '
                                  f'got {self.precision!r}')

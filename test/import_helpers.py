@@ -24,14 +24,19 @@ class TwoHeads(nn.Module):
 
 
 def export(model: nn.Module, path, size=(64, 96), input_names=('input',),
-           output_names=('seg', 'da', 'll'), layout='NCHW') -> str:
-    """torch.onnx.export with a dynamic batch, as the families' documentation does."""
+           output_names=('seg', 'da', 'll'), layout='NCHW', dynamic=('batch',)) -> str:
+    """torch.onnx.export with a dynamic batch, as the families' documentation does.
+    ``dynamic``: the input axes left free, of 'batch', 'height', 'width' (none: all fixed)."""
     shape = (1, 3) + tuple(size) if layout == 'NCHW' else (1,) + tuple(size) + (3,)
+    axes = {'batch': 0, 'height': 2 if layout == 'NCHW' else 1,
+            'width': 3 if layout == 'NCHW' else 2}
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         torch.onnx.export(model.eval(), torch.randn(shape), str(path), dynamo=False,
                           input_names=list(input_names), output_names=list(output_names),
-                          dynamic_axes={input_names[0]: {0: 'batch'}}, opset_version=17)
+                          dynamic_axes={input_names[0]: {axes[a]: a for a in dynamic}}
+                          if dynamic else None,
+                          opset_version=17)
     return str(path)
 
 

@@ -51,6 +51,12 @@ def run_wrapped(path, frame):
     ({'classes__label_space': 'kitti'}, 'classes.names: give either'),
     ({'classes': None}, 'classes: give a class head'),
     ({'probabilities': ['truck']}, "probabilities: no class 'truck'"),
+    ({'probabilities': ['car', 'road', 'car']}, 'probabilities: car listed twice'),
+    ({'mask': {}}, "mask: unknown key; did you mean 'masks'?"),
+    ({'input__scale': 0}, 'input.scale: must be > 0'),
+    ({'classes__palette': [[0, 0, 0]] * 4 + [[0, 300, 0]]},
+     'classes.palette: colour values are 0 to 255'),
+    ({'classes__palette': 7}, 'classes.palette: expected 5 colours'),
 ])
 def test_contract_mistakes_name_the_field(change, message):
     with pytest.raises(ContractError, match=message.replace('.', r'\.').replace('?', r'\?')

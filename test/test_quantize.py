@@ -109,7 +109,8 @@ def test_split_finds_pre_network_and_post_in_the_export(quantized):
     ops = split.op_types
     assert {'Cast', 'Resize', 'Mul', 'Add'} <= {ops[n] for n in split.pre}
     assert {'ArgMax', 'Resize', 'Cast'} <= {ops[n] for n in split.post}
-    assert ops[split.classifier] == 'Conv' and split.classifier in split.network
+    assert [ops[c] for c in split.classifiers] == ['Conv']
+    assert split.classifiers[0] in split.network
     assert not set(split.pre) & set(split.network) and not set(split.post) & set(split.network)
     convs = [n.name for n in nodes_by_type(model, 'Conv', 'ConvTranspose')]
     assert set(convs) <= set(split.network)

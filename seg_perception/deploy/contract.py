@@ -172,6 +172,8 @@ def _input(data: dict) -> InputSpec:
     spec.color = _choice(str(data.get('color', spec.color)).lower(), 'input.color', COLORS)
     if 'scale' in data:
         spec.scale = _numbers([data['scale']], 'input.scale', 1)[0]
+        if spec.scale <= 0:
+            raise ContractError(f'input.scale: must be > 0, got {data["scale"]!r}')
     spec.mean = _numbers(data.get('mean', list(spec.mean)), 'input.mean', 3)
     spec.std = _numbers(data.get('std', list(spec.std)), 'input.std', 3)
     if min(spec.std) <= 0:
@@ -205,10 +207,12 @@ def _classes(data: dict) -> ClassHead:
         if not 2 <= len(names) <= 255:
             raise ContractError(f'classes.names: {len(names)} names; a model needs 2 to 255')
         palette = data.get('palette') or _default_palette(len(names))
-        if len(palette) != len(names):
-            raise ContractError(f'classes.palette: {len(palette)} colours for '
-                                f'{len(names)} classes')
+        if not isinstance(palette, list) or len(palette) != len(names):
+            raise ContractError(f'classes.palette: expected {len(names)} colours [r, g, b], '
+                                f'one per class, got {palette!r}')
         colours = tuple(tuple(int(v) for v in _numbers(c, 'classes.palette', 3)) for c in palette)
+        if any(not 0 <= v <= 255 for colour in colours for v in colour):
+            raise ContractError(f'classes.palette: colour values are 0 to 255, got {palette!r}')
         space = LabelSpace('custom', tuple(names), colours, ())
     if 'drivable' in data:
         drivable = data['drivable']
@@ -237,6 +241,9 @@ def _binary(data, where: str) -> BinaryHead:
 def _probabilities(names, contract: Contract) -> List[str]:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ContractError(f'probabilities: expected a list of class names, got {names!r}')
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ContractError(f'probabilities: {", ".join(twice)} listed twice')
     if names and contract.classes is None:
         raise ContractError('probabilities: needs a class head (classes:)')
     if names and contract.classes.kind == 'ids':

@@ -26,6 +26,7 @@ class GraphPlan:
     input_name: str
     input_dtype: str                          # float32 | float16
     size: Tuple[int, int]                     # network input (height, width)
+    batch: Optional[int] = None               # 1: the graph takes one frame a run; None: any
     output_dims: Dict[str, List[Optional[int]]] = field(default_factory=dict)
     channels: Dict[str, int] = field(default_factory=dict)   # head output -> channels (probe)
     ranks: Dict[str, int] = field(default_factory=dict)
@@ -74,6 +75,10 @@ def inspect_graph(model, contract: Contract) -> GraphPlan:
     if len(dims) != 4:
         raise ContractError(f'input.layout: graph input {value.name} has rank {len(dims)} '
                             f'({_show(dims)}); a contract feeds rank 4, NCHW or NHWC')
+    if dims[0] not in (None, 1):
+        raise ContractError(f'input: graph input {value.name} has a fixed batch of {dims[0]} '
+                            f'({_show(dims)}); import a graph exported with batch 1 or a '
+                            'dynamic batch')
     dtype = _DTYPES.get(value.type.tensor_type.elem_type)
     if dtype is None:
         raise ContractError(f'input.dtype: graph input {value.name} is not float32 or float16 '
@@ -97,7 +102,7 @@ def inspect_graph(model, contract: Contract) -> GraphPlan:
         if name not in outputs:
             raise ContractError(f'{where}.output: the graph has no output {name!r}; its '
                                 f'outputs: {", ".join(outputs)}')
-    plan = GraphPlan(value.name, dtype, (int(size[0]), int(size[1])), outputs)
+    plan = GraphPlan(value.name, dtype, (int(size[0]), int(size[1])), dims[0], outputs)
     for where, name in _head_outputs(contract):
         dims = outputs[name]
         if len(dims) == 4 and dims[1] is not None:

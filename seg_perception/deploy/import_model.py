@@ -75,7 +75,8 @@ def model_info_for(contract: Contract, plan, outputs, camera_size: bool,
         arch_config={'source': os.path.basename(source), 'layout': spec.layout,
                      'color': spec.color, 'resize': spec.resize},
         outputs=list(outputs), output_resolution='camera' if camera_size else 'network',
-        masks=list(contract.binary_heads()), probabilities=list(contract.probabilities))
+        masks=list(contract.binary_heads()), probabilities=list(contract.probabilities),
+        max_batch=plan.batch)
 
 
 def _wrapped_results(path: str, frame: np.ndarray, info: ModelInfo) -> Dict[str, np.ndarray]:

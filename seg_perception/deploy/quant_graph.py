@@ -6,6 +6,10 @@ The exported graph (seg_perception.deploy.export) is
       -> Conv ... Conv (the network, ending with the classifier)       network
       -> Resize -> ArgMax -> Cast [-> confidence ops]                  post-processing
 
+and an imported one (deploy/wrap.py) the same around a foreign network that may end in
+several heads (classes, drivable area, lane lines), each decided by its own ArgMax, or
+by a threshold (Greater) for a one-channel head.
+
 Only the network is worth quantising: the pre-processing works on exact pixel
 values, and the post-processing compares logits, where 8-bit rounding makes
 near-ties flip. ``split_graph`` finds the three parts structurally (by data
@@ -24,9 +28,12 @@ from seg_perception.errors import InvalidValueError
 # logits ends it.
 WEIGHTED_OPS = ('Conv', 'ConvTranspose', 'MatMul', 'Gemm')
 QDQ_OPS = ('QuantizeLinear', 'DequantizeLinear')
-# Operators between the classifier and the ArgMax that do not compute on the logits.
+# Operators between a classifier and its decision that do not compute on the logits.
 RESAMPLING_OPS = ('Resize', 'Upsample', 'Slice', 'Pad', 'Identity', 'Transpose', 'Reshape',
-                  'Cast')
+                  'Cast', 'Squeeze', 'Unsqueeze')
+# Operators that turn a head's scores into labels or a mask: after the last weighted layer,
+# each reads (through resampling) the output of one head's classifier.
+DECISION_OPS = ('ArgMax', 'Greater')
 
 
 class GraphLayoutError(InvalidValueError):
@@ -41,8 +48,8 @@ class GraphSplit:
     network: List[str]          # needs the normalised image and makes the logits
     post: List[str]             # the rest: resize of logits, ArgMax, casts, shape arithmetic
     network_input: str          # tensor: the normalised image the network reads
-    logits: str                 # tensor: the classifier's output
-    classifier: str             # node that makes the logits (a Conv, or a head's Add)
+    logits: List[str]           # tensors: each head's classifier output
+    classifiers: List[str]      # nodes that make the logits (a Conv, or a head's Add)
     normaliser: str             # node that produces the network input
     op_types: Dict[str, str] = field(default_factory=dict)   # node name -> op type
 
@@ -94,25 +101,13 @@ def split_graph(graph) -> GraphSplit:
     if not weighted:
         raise GraphLayoutError(f'the graph has no {"/".join(WEIGHTED_OPS)} node: nothing '
                                'to quantise')
-    argmax = [i for i, node in enumerate(nodes) if node.op_type == 'ArgMax']
-    if len(argmax) != 1:
-        raise GraphLayoutError(f'expected one ArgMax (the labels output) in the graph, found '
-                               f'{len(argmax)}; export the model with seg-perception export')
-    # Walk back from the ArgMax over operators that only move or resample the logits
-    # (the resize to camera size, a crop): what makes their input is the classifier.
-    index = argmax[0]
-    while index == argmax[0] or nodes[index].op_type in RESAMPLING_OPS:
-        data = nodes[index].input[0] if nodes[index].input else ''
-        if data not in producer:
-            raise GraphLayoutError('the ArgMax reads a graph input: the graph has no network')
-        index = producer[data]
-    classifier = index
+    classifiers = _classifiers(nodes, producer, children, set(weighted))
     first = min(weighted)
     network_input = nodes[first].input[0]
     if network_input not in producer:
         raise GraphLayoutError(f'the first layer {nodes[first].name} reads a graph input: '
                                'the graph has no pre-processing (not an exported model)')
-    upstream = _walk([classifier], parents)                   # everything the logits need
+    upstream = _walk(classifiers, parents)                    # everything the logits need
     readers = [i for i, node in enumerate(nodes) if network_input in node.input]
     downstream = _walk(readers, children)                     # everything the image feeds
     in_network = upstream & downstream
@@ -122,9 +117,34 @@ def split_graph(graph) -> GraphSplit:
         pre=[names[i] for i in sorted(pre)],
         network=[names[i] for i in sorted(in_network)],
         post=[names[i] for i in range(len(nodes)) if i not in in_network and i not in pre],
-        network_input=network_input, logits=nodes[classifier].output[0],
-        classifier=names[classifier], normaliser=names[producer[network_input]],
+        network_input=network_input, logits=[nodes[i].output[0] for i in classifiers],
+        classifiers=[names[i] for i in classifiers], normaliser=names[producer[network_input]],
         op_types={node.name: node.op_type for node in nodes})
+
+
+def _classifiers(nodes, producer: Dict[str, int], children: Dict[int, List[int]],
+                 weighted: Set[int]) -> List[int]:
+    """The nodes whose outputs the decisions read: walking back from each ArgMax or
+    threshold that no weighted layer follows, over operators that only move or resample
+    the logits (the resize to camera size, a crop), what makes their input is a classifier."""
+    decisions = [i for i, node in enumerate(nodes) if node.op_type in DECISION_OPS
+                 and not _walk(children.get(i, ()), children) & weighted]
+    if not decisions:
+        raise GraphLayoutError('the graph has no ArgMax or threshold after its last '
+                               f'{"/".join(WEIGHTED_OPS)} layer (the labels output); export '
+                               'the model with seg-perception export or import-model')
+    found = set()
+    for decision in decisions:
+        index = decision
+        while index == decision or nodes[index].op_type in RESAMPLING_OPS:
+            data = nodes[index].input[0] if nodes[index].input else ''
+            if data not in producer:
+                raise GraphLayoutError(f'{nodes[decision].op_type} {nodes[decision].name} '
+                                       'reads a graph input: the graph has no network')
+            index = producer[data]
+        if index not in decisions:       # a foreign ids head's own ArgMax: its walk counts
+            found.add(index)
+    return sorted(found)
 
 
 def qdq_neighbours(graph, node_names: Iterable[str]) -> Dict[str, List[str]]:

@@ -14,7 +14,7 @@ pairs around the network's layers), which both ONNX Runtime (CPU) and TensorRT
 
 Only the network is quantised (see quant_graph): the uint8 -> float conversion,
 resize and normalisation before it and the logits resize and ArgMax after it stay
-in float, and so does the classifier (its logits decide the labels, and 8-bit
+in float, and so does each classifier (its logits decide the labels, and 8-bit
 logits make near-ties flip). Weights are per output channel by default: the
 depthwise convolutions of EfficientNet-Lite lose a lot with one scale per tensor.
 The model description (metadata_props) is carried over, with the precision added.
@@ -192,7 +192,7 @@ def _select_nodes(split: quant_graph.GraphSplit, exclude: Sequence[str],
                             'type in the network part of the graph')
     keep_float = [n for n in split.network
                   if n in exclude or split.op_types[n] in exclude
-                  or (n == split.classifier and not quantize_classifier)]
+                  or (n in split.classifiers and not quantize_classifier)]
     chosen = [n for n in split.network if n not in keep_float]
     return chosen, keep_float
 

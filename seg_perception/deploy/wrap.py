@@ -190,11 +190,12 @@ def _postprocess(b: _Builder, contract: Contract, plan: GraphPlan, geo: _Geometr
     if heads:
         planes = []
         for head in heads.values():
+            # In float up to the output's Cast: TensorRT takes uint8 only at the graph's edge.
             on = _binary_head(b, head, plan, geo, camera_size)
-            mask = b.op('Where', [on, b.const('u255', 255, np.uint8),
-                                  b.const('u0', 0, np.uint8)])
+            mask = b.op('Where', [on, b.const('f255', 255.0, np.float32),
+                                  b.const('f0', 0.0, np.float32)])
             planes.append(b.op('Unsqueeze', [mask, b.const('axis1', [1], np.int64)]))
-        b.op('Concat', planes, output='masks', axis=1)
+        b.op('Cast', [b.op('Concat', planes, axis=1)], output='masks', to=2)
         outputs.append('masks')
     if contract.probabilities:
         outputs.append('probabilities')

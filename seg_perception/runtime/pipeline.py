@@ -282,7 +282,9 @@ class SegmentationPipeline:
         for index, frame in enumerate(frames):
             size = tuple(self.info.input_size) if self.resize == 'pipeline' else frame.shape[:2]
             groups.setdefault(size, []).append(index)
-        step = self.backend.max_batch or len(frames) or 1    # e.g. a TensorRT profile's limit
+        # A TensorRT profile's limit, or a graph that takes one frame a run (ModelInfo).
+        limits = [n for n in (self.backend.max_batch, self.info.max_batch) if n]
+        step = min(limits) if limits else len(frames) or 1
         return [(indices[i:i + step], size) for size, indices in groups.items()
                 for i in range(0, len(indices), step)]
 

@@ -3,7 +3,8 @@
 TensorRT accepts UINT8 only as a network input or output type: inside the
 network a uint8 tensor may only be cast. The exported graph transposes the
 uint8 frames (NHWC -> NCHW, cheaper on one byte per value for a CPU) and reads
-their shape before casting them to float. ``cast_uint8_inputs_first`` moves
+their shape before casting them to float; an imported model (deploy/wrap.py)
+casts first but reads the uint8 frames' shape too. ``cast_uint8_inputs_first`` moves
 every Cast of a uint8 input in front of the Transpose and points Shape nodes at
 the cast tensor (same shape), so that the Cast is the input's only consumer.
 The file on disk is left as it is; TensorRT parses the rewritten bytes.
@@ -55,12 +56,14 @@ def cast_uint8_inputs_first(model) -> List[str]:
             graph.node.insert(0, cast)          # reads a graph input only: first is in order
             changes.append(f'cast {name} before {transpose.name or "its Transpose"} '
                            f'(was Transpose -> {old_output} -> Cast)')
-        cast_output = f'{name}_cast_for_tensorrt'
-        if not any(cast_output in n.output for n in graph.node):
+        # The cast made above, or one the graph has already (an imported model casts
+        # first): Shape nodes read it instead of the uint8 input.
+        cast = next((n for n in _consumers(graph, name) if n.op_type == 'Cast'), None)
+        if cast is None:
             continue
         for node in _consumers(graph, name):
             if node.op_type == 'Shape':
-                node.input[0] = cast_output
+                node.input[0] = cast.output[0]
                 changes.append(f'{node.name or "Shape"} reads the cast {name}')
     return changes
 
