@@ -103,6 +103,32 @@ def test_the_same_run_on_ray_gives_the_same_aggregate(bags, tmp_path):
     assert one['latency_ms']['node']['count'] == other['latency_ms']['node']['count'] == 7
 
 
+@pytest.mark.slow
+def test_a_stop_signal_on_ray_cancels_the_rest_and_keeps_the_finished(bags, tmp_path):
+    """SIGTERM after the first bag on Ray (started by the run: ray.init would make SIGTERM
+    exit at once): the finished bags are kept, the rest not run."""
+    ray = pytest.importorskip('ray')
+    from seg_perception.replay.bag_eval import RunStopped
+    from seg_perception.signals import StopSignals
+    (bags / 'killer').rename(bags / 'good_c')
+    out = tmp_path / 'ray'
+    try:
+        with StopSignals() as stop:
+            def stop_after_the_first_bag():
+                if not stop() and list((out / 'results').glob('*.json')):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return stop()
+            with pytest.raises(RunStopped, match='stopped by SIGTERM'):
+                fleet(bags, out, ray=True, stop=stop_after_the_first_bag)
+    finally:
+        ray.shutdown()
+    metrics = json.loads((out / 'metrics.json').read_text())
+    kept = sorted(p.stem for p in (out / 'results').glob('*.json'))
+    assert metrics['status'] == 'partial' and metrics['not_run']
+    assert sorted(kept + [b['name'] for b in metrics['not_run']]) == \
+        ['damaged', 'good_a', 'good_b', 'good_c']
+
+
 def test_a_model_compared_with_itself_gives_zero_deltas(bags, tmp_path, capsys):
     out = tmp_path / 'ab'
     assert cli.main(['bag-eval', '--bag', str(bags / 'good_*'), '--model', bh.model_path(),
@@ -172,6 +198,37 @@ def test_the_int8_form_gives_small_deltas_and_shows_where(bags, tmp_path):
     assert worst == max(comparison['per_bag'], key=lambda b: b['label_disagreement'])['name']
     assert (tmp_path / 'ab' / 'overlays_ab' / f'{worst}.png').is_file()
     assert 'A above B' in (tmp_path / 'ab' / 'report.md').read_text()
+
+
+@pytest.mark.slow
+def test_the_default_model_against_its_int8_file_on_the_sample_bag(tmp_path, capsys):
+    """The worked example of benchmarks/FLEET.md: --precision fp32 runs each file as it is
+    (A fp32, B int8) and the deltas are small; precision auto on an int8 dot-product CPU
+    runs the INT8 file for A too, and says so."""
+    from seg_perception.commands.demo import sample_bag_path
+    from seg_perception.model_info import resolve_model_path
+    from seg_perception.runtime.backends import cpu_int8_form
+    from seg_perception.runtime.cpu_features import int8_dot_product
+    fp32 = resolve_model_path(None)
+    int8 = cpu_int8_form(fp32)
+    common = ['bag-eval', '--bag', sample_bag_path(), '--model', fp32, '--compare', int8,
+              '--label-topic', '/camera/dash/ground_truth/drivable_mask', '--workers', '1',
+              '--no-progress']
+    assert cli.main(common + ['--output', str(tmp_path / 'ab'), '--precision', 'fp32']) == 0
+    metrics = json.loads((tmp_path / 'ab' / 'metrics.json').read_text())
+    assert [m['inference']['precision'] for m in metrics['per_model']] == ['fp32', 'int8']
+    assert [m['inference']['file'] for m in metrics['per_model']] == [fp32, int8]
+    comparison = metrics['comparison']
+    assert not comparison['same_run'] and 0.0 < comparison['label_disagreement'] < 0.1
+    assert set(comparison['per_class_iou_delta']) == {'drivable', 'not drivable'}
+    assert all(abs(delta) < 0.03 for delta in comparison['per_class_iou_delta'].values())
+    capsys.readouterr()
+    assert cli.main(common + ['--output', str(tmp_path / 'auto')]) == 0
+    comparison = json.loads((tmp_path / 'auto' / 'metrics.json').read_text())['comparison']
+    vnni = int8_dot_product() is not None
+    assert comparison['same_run'] is vnni
+    assert ('both ran the same file' in capsys.readouterr().out) is vnni
+    assert (comparison['label_disagreement'] == 0.0) is vnni
 
 
 def test_ray_not_installed_is_one_line_saying_how_to_install(bags, tmp_path, capsys,

@@ -12,6 +12,8 @@ be at the same paths on every node (a shared file system). Ray is the optional
 """
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Callable, Dict, Optional, Sequence
 
 from seg_perception.errors import CommandError
@@ -38,7 +40,11 @@ def run_ray(tasks: Sequence[BagTask], address: Optional[str],
     each bag's result as it comes; once ``stop`` names a signal, the rest are cancelled."""
     ray = import_ray()
     if not ray.is_initialized():
+        # ray.init makes SIGTERM exit the driver at once: keep the stop request's handler
+        handler = signal.getsignal(signal.SIGTERM)
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
     remote = ray.remote(max_retries=0, num_cpus=1)(evaluate_task)
     running = {remote.remote(task): task for task in tasks}
     while running:
