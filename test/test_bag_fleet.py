@@ -283,6 +283,11 @@ def test_progress_gives_bags_frames_per_second_and_eta_at_most_once_a_second():
     meter.add(ok)
     assert terminal.getvalue() == ('\rbags 1/2, ? frames/s, ETA 0 s'
                                    '\rbags 2/2, 20.0 frames/s, ETA 0 s\n')
+    stopped = Terminal()                    # a run stopped before its last bag
+    meter = Progress(2, stream=stopped, clock=clock)
+    meter.add(ok)
+    meter.end()
+    assert stopped.getvalue() == '\rbags 1/2, ? frames/s, ETA 0 s\n'
     quiet = io.StringIO()
     Progress(1, enabled=False, stream=quiet, clock=clock).add(ok)
     assert quiet.getvalue() == ''

@@ -99,6 +99,7 @@ def run_fleet(bag_specs: Sequence[str], models: Sequence[str], output_dir: str, 
         run_ray(todo, ray_address, finished, stop)
     elif todo:
         run_local(todo, worker_count(models, len(todo), workers), finished, stop)
+    meter.end()
     not_run = [{'bag': t.bag, 'name': t.name} for t in tasks if t.name not in results]
     summary = aggregate([results[t.name] for t in tasks if t.name in results], models,
                         not_run)
@@ -260,6 +261,12 @@ class Progress:
             self.shown = now
             self.stream.write(('\r' if self.tty else '') + self.line(now) +
                               ('' if self.tty and self.done < self.total else '\n'))
+            self.stream.flush()
+
+    def end(self) -> None:
+        """End a terminal's line left open by a run that stopped before its last bag."""
+        if self.enabled and self.tty and self.shown is not None and self.done < self.total:
+            self.stream.write('\n')
             self.stream.flush()
 
     def line(self, now: float) -> str:
