@@ -6,7 +6,9 @@ Several bags (several ``--bag``, a folder of bags, a glob) or ``--compare``, ``-
 each bag evaluated as one bag is, in parallel, and one aggregate report.
 SIGINT and SIGTERM (Ctrl-C, ``kill``, systemd, launch) end a run as a partial one: the
 output bag is closed, the partial report written, one line says so and the exit status
-is 128 + the signal's number (130, 143).
+is 128 + the signal's number (130, 143). A fleet run stopped so keeps the bags it
+finished, writes their aggregate as partial with the bags not run listed, and
+``--resume`` runs the rest.
 """
 from __future__ import annotations
 
@@ -131,9 +133,13 @@ def run_fleet(args: argparse.Namespace) -> int:
     bag failed."""
     from seg_perception.replay.fleet import run_fleet as fleet
     models = [args.model] + ([args.compare] if args.compare else [])
-    summary = fleet(args.bag, models, args.output, options=bag_options(args),
-                    workers=args.workers, ray=args.ray, ray_address=args.ray_address,
-                    resume=args.resume, progress=not args.no_progress)
+    try:
+        with StopSignals(second_interrupts=True) as stop:
+            summary = fleet(args.bag, models, args.output, options=bag_options(args),
+                            workers=args.workers, ray=args.ray, ray_address=args.ray_address,
+                            resume=args.resume, progress=not args.no_progress, stop=stop)
+    except RunStopped as stopped:
+        return report_stopped('bag-eval', stopped)
     print_fleet_summary(summary)
     return 1 if summary['bags_failed'] else 0
 
@@ -149,15 +155,26 @@ def print_fleet_summary(summary: Dict) -> None:
         metrics = pooled['metrics'] or {}
         accuracy = (f', mIoU {100 * metrics["miou"]:.2f}%' if metrics.get('miou') is not None
                     else '')
-        print(f'{model}: {pooled["frames"]} frames{accuracy}')
+        print(f'{model}: {pooled["frames"]} frames{accuracy}{_ran(pooled["inference"])}')
         for name, camera in pooled['cameras'].items():
             print(f'  {name}: real time {camera["verdict"]}')
     comparison = summary.get('comparison')
+    if comparison and comparison['same_run']:
+        print('B - A: both ran the same file at the same precision (see the warning above)')
     if comparison and comparison['label_disagreement'] is not None:
         print(f'B - A: labels differ on {100 * comparison["label_disagreement"]:.3f}% of the '
               f'pixels; most on {", ".join(comparison["most_different"]) or "none"}')
     print(f'report: {os.path.join(summary["output_dir"], "report.html")} (and report.md, '
           'metrics.json)')
+
+
+def _ran(inference) -> str:
+    """', ran FILE on BACKEND PRECISION': what really ran a model (precision auto may run
+    the INT8 file beside it)."""
+    if not inference:
+        return ''
+    return (f', ran {os.path.basename(inference["file"])} on {inference["backend"]} '
+            f'{inference["precision"]}')
 
 
 def evaluate_until_stopped(*args, **kwargs) -> Dict:

@@ -6,10 +6,15 @@ distributions are computed from all bags' raw per-frame samples. Per camera name
 (the same camera across bags), the real-time verdict uses the pooled mean ``node``
 time (each bag's first frame per camera left out, as in one bag's report) against
 the recorded frame rate of all its frames. Failed bags are listed and not pooled.
+A run stopped early (SIGINT, SIGTERM) is ``status: partial``: the bags it finished are
+pooled, those it did not run are listed (``not_run``).
 
 With two models, A (``--model``) and B (``--compare``): per-bag and per-class IoU
 deltas (B - A, from the pooled matrices), the label disagreement per bag (fraction
-of pixels whose class differs) and the bags where the models differ most.
+of pixels whose class differs) and the bags where the models differ most. What ran
+each model (file, backend, precision: ``precision auto`` may run an INT8 form) is
+recorded per model (``inference``); ``same_run`` says when two different models ran
+as the same file at the same precision (the A/B compares a model with itself).
 """
 from __future__ import annotations
 
@@ -18,24 +23,39 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from seg_perception.evaluation.metrics import nan_to_none, summarize
-from seg_perception.replay.fleet_work import OK
+from seg_perception.replay.fleet_work import OK, same_run
 from seg_perception.replay.report import STAGES, latency_summary
 
 MOST_DIFFERENT = 3      # bags shown side by side in the A/B report
 
 
-def aggregate(results: Sequence[Dict], models: Sequence[str]) -> Dict:
-    """The fleet's metrics.json content from the per-bag results."""
+def aggregate(results: Sequence[Dict], models: Sequence[str],
+              not_run: Sequence[Dict] = ()) -> Dict:
+    """The fleet's metrics.json content from the per-bag results (``not_run``: bag and
+    name of each bag a stopped run did not finish)."""
     done = [r for r in results if r['status'] == OK]
     failed = [{'bag': r['bag'], 'name': r['name'], 'reason': r['reason']}
               for r in results if r['status'] != OK]
-    out = {'bags_total': len(results), 'bags_ok': len(done), 'bags_failed': len(failed),
-           'failed': failed, 'models': list(models),
-           'per_model': [pool([r['runs'][i] for r in done], [r['name'] for r in done])
+    out = {'status': 'partial' if not_run else 'complete',
+           'bags_total': len(results) + len(not_run), 'bags_ok': len(done),
+           'bags_failed': len(failed), 'failed': failed,
+           'not_run': [{'bag': r['bag'], 'name': r['name']} for r in not_run],
+           'models': list(models),
+           'per_model': [dict(pool([r['runs'][i] for r in done], [r['name'] for r in done]),
+                              inference=_inference([r['runs'][i] for r in done]))
                          for i in range(len(models))]}
     if len(models) == 2:
         out['comparison'] = compare(out['per_model'], done)
+        out['comparison']['same_run'] = models[0] != models[1] and same_run(
+            *(m['inference'] for m in out['per_model']))
     return nan_to_none(out)
+
+
+def _inference(runs: Sequence[Dict]) -> Optional[Dict]:
+    """What ran one model (fleet_work.ran): the same in every bag of a run, as every
+    worker builds its pipeline with the same settings; None before any bag went through."""
+    seen = [r['ran'] for r in runs if r.get('ran')]
+    return seen[0] if seen else None
 
 
 def pool(runs: Sequence[Dict], names: Sequence[str]) -> Dict:

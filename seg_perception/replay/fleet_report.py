@@ -36,6 +36,11 @@ def write_fleet_report(output_dir: str, result: Dict) -> None:
 def blocks(result: Dict, pictures: List[tuple]) -> List[tuple]:
     """The report's blocks (see report_pages.blocks)."""
     out: List[tuple] = [('h1', f'Fleet evaluation: {result["bags_total"]} bags')]
+    if result['not_run']:
+        out.append(('warn', f'Partial: stopped by {result.get("stopped_by") or "a signal"} '
+                            f'with {len(result["not_run"])} of {result["bags_total"]} bags not '
+                            'run (--resume runs them): '
+                            + ', '.join(b['name'] for b in result['not_run'])))
     if result['failed']:
         out.append(('warn', f'{result["bags_failed"]} of {result["bags_total"]} bags failed '
                             '(not pooled; --resume re-runs them)'))
@@ -50,8 +55,13 @@ def blocks(result: Dict, pictures: List[tuple]) -> List[tuple]:
 
 
 def _model_blocks(title: str, pooled: Dict) -> List[tuple]:
+    ran = pooled.get('inference')
+    how = (f' Ran {ran["file"]} on {ran["backend"]} ({ran["device"]}) at {ran["precision"]}'
+           + (f' ({ran["precision_reason"]})' if ran['precision_reason'] else '') + '.'
+           if ran else '')
     out: List[tuple] = [('h2', f'Model {title}'),
-                        ('p', f'{pooled["frames"]} frames in {len(pooled["per_bag"])} bags.')]
+                        ('p', f'{pooled["frames"]} frames in {len(pooled["per_bag"])} bags.'
+                              + how)]
     metrics = pooled['metrics']
     if metrics and 'miou' in metrics:
         out.append(('p', f'Pooled over all frames ({metrics["kind"]} labels, '
@@ -84,6 +94,10 @@ def _model_blocks(title: str, pooled: Dict) -> List[tuple]:
 
 def _comparison_blocks(comparison: Dict, pictures: List[tuple]) -> List[tuple]:
     out: List[tuple] = [('h2', 'A/B: B - A')]
+    if comparison.get('same_run'):
+        out.append(('warn', 'A and B ran the same file at the same precision: this compares '
+                            'a model with itself (precision auto runs the INT8 form beside a '
+                            'model; give --precision fp32 to run each file as it is).'))
     out.append(('p', f'Labels differ on {_pct(comparison["label_disagreement"])} % of the '
                      f'pixels; mIoU {_signed(comparison["miou_delta"])}, drivable IoU '
                      f'{_signed(comparison["drivable_iou_delta"])} (percentage points).'))

@@ -5,10 +5,13 @@ same :func:`evaluate_task` runs it in a local worker process (:mod:`.fleet`) or 
 Ray task (:mod:`.fleet_ray`). It calls today's per-bag evaluator
 (:func:`~seg_perception.replay.bag_eval.evaluate_bag`) once per model, with a pipeline
 built once per worker process and model (``_PIPELINES``), and returns a
-JSON-ready result: the bag's metrics.json per model, its raw per-frame latency
-samples (pooled exactly by :mod:`.aggregate`) and, with two models, how often their
-labels differ. A bag that cannot be evaluated returns ``status: failed`` with the
-reason; only a bug propagates.
+JSON-ready result: the bag's metrics.json per model, what really ran it (the file,
+backend and precision: ``precision auto`` may run the INT8 form beside the model), its
+raw per-frame latency samples (pooled exactly by :mod:`.aggregate`) and, with two
+models, how often their labels differ. A bag that cannot be evaluated returns
+``status: failed`` with the reason; one stopped by a stop request (the ``stop`` of
+:func:`evaluate_task`) returns ``status: stopped`` (not finished: a fleet run keeps
+no result for it); only a bug propagates.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from seg_perception.errors import SegPerceptionError
 from seg_perception.replay.report import STAGES
 
 LOG = logging.getLogger(__name__)
-OK, FAILED = 'ok', 'failed'
+OK, FAILED, STOPPED = 'ok', 'failed', 'stopped'
 
 # (model, backend, precision, drivable classes, threads, engine cache) -> pipeline, per process
 _PIPELINES: Dict[tuple, object] = {}
@@ -60,9 +63,27 @@ def _pipeline(model: str, options: Dict):
     return _PIPELINES[key]
 
 
-def evaluate_task(task: BagTask) -> Dict:
-    """Evaluate ``task``'s bag with each model; the per-bag result (see the module doc)."""
-    from seg_perception.replay.bag_eval import evaluate_bag
+def ran(pipeline) -> Dict:
+    """What runs a model: the file (with precision auto, maybe the INT8 form beside it),
+    the backend, the precision and why."""
+    description = pipeline.describe()
+    return {'file': description.get('model'), 'backend': description.get('name'),
+            'device': description.get('device'), 'precision': description.get('precision'),
+            'precision_reason': description.get('precision_reason') or None}
+
+
+def same_run(first: Optional[Dict], second: Optional[Dict]) -> bool:
+    """Whether two :func:`ran` are the same file, backend and precision."""
+    keys = ('file', 'backend', 'precision')
+    return bool(first and second) and all(first.get(k) == second.get(k) for k in keys)
+
+
+def evaluate_task(task: BagTask, stop: Optional[Callable[[], Optional[str]]] = None) -> Dict:
+    """Evaluate ``task``'s bag with each model; the per-bag result (see the module doc).
+
+    ``stop``: evaluate_bag's stop request (a worker's SIGTERM).
+    """
+    from seg_perception.replay.bag_eval import RunStopped, evaluate_bag
     started = time.monotonic()
     result = dict(failed_result(task, ''), status=OK, reason=None)
     if task.hook is not None:
@@ -70,14 +91,17 @@ def evaluate_task(task: BagTask) -> Dict:
     for model, output in zip(task.models, task.outputs):
         records: Dict[str, List[Dict]] = {}
         try:
-            summary = evaluate_bag(task.bag, model, output, progress=False,
-                                   pipeline=_pipeline(model, task.options), records=records,
-                                   **task.options)
+            pipeline = _pipeline(model, task.options)
+            summary = evaluate_bag(task.bag, model, output, progress=False, pipeline=pipeline,
+                                   records=records, stop=stop, **task.options)
+        except RunStopped as exc:
+            result.update(status=STOPPED, reason=str(exc))
+            break
         except (SegPerceptionError, OSError) as exc:
             result.update(status=FAILED, reason=f'{type(exc).__name__}: {exc}')
             break
         result['runs'].append({'model': model, 'output_dir': output, 'summary': summary,
-                               'samples': _samples(records)})
+                               'ran': ran(pipeline), 'samples': _samples(records)})
     if result['status'] == OK and len(result['runs']) == 2:
         try:
             result['disagreement'] = label_disagreement(*(r['summary']['output_bag']
