@@ -268,3 +268,19 @@ def test_dla_build_targets_the_core_with_gpu_fallback(float_model, monkeypatch):
     monkeypatch.setattr(trt_mod, 'import_tensorrt', lambda: trt)
     trt_mod.build_engine_bytes(float_model, spec_for(float_model, 'fp16', dla_core=1))
     assert ('config', 'set_flag', 'GPU_FALLBACK') in trt.log
+
+
+def test_profiles_of_a_one_frame_graph_ask_for_no_larger_batch(float_model, monkeypatch):
+    # An imported graph with a fixed batch of 1 (ModelInfo.max_batch) cannot take the
+    # default profile's batch of 2: every profile is capped before the build.
+    assert trt_mod.batch_capped([trt_mod.DEFAULT_PROFILE], 1) == [
+        ((1, 64, 64), (1, 720, 1280), (1, 1280, 2048))]
+    assert trt_mod.batch_capped([trt_mod.DEFAULT_PROFILE], None) == [trt_mod.DEFAULT_PROFILE]
+    asked = {}
+    monkeypatch.setattr(trt_mod.engine_cache, 'get_or_build_engine',
+                        lambda path, precision, profiles, *a, **k: asked.setdefault('p', profiles))
+    monkeypatch.setattr(trt_mod, 'device_environment', lambda: ENV)
+    monkeypatch.setattr(trt_mod, 'load_model_info',
+                        lambda path: types.SimpleNamespace(max_batch=1))
+    trt_mod.ensure_engine(float_model, 'fp16', cache_dir='unused')
+    assert asked['p'] == [((1, 64, 64), (1, 720, 1280), (1, 1280, 2048))]

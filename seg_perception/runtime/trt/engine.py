@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 from seg_perception.choices import PRECISIONS
 from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.files import write_bytes
+from seg_perception.model_info import load_model_info
 from seg_perception.runtime.trt import cache as engine_cache
 from seg_perception.runtime.trt.cache import (CachedEngine, EngineSpec, Profile, format_profile,
                                               parse_profile)
@@ -294,6 +295,15 @@ def deserialize_engine(data: bytes, spec: EngineSpec) -> DeserializedEngine:
     return DeserializedEngine(engine, runtime)
 
 
+def batch_capped(profiles: Sequence[Profile], max_batch: Optional[int]) -> List[Profile]:
+    """``profiles`` with no batch above ``max_batch`` (a graph that takes one frame a run,
+    ModelInfo.max_batch): TensorRT cannot build a profile the graph's fixed batch rules out."""
+    if not max_batch:
+        return list(profiles)
+    return [tuple((min(shape[0], max_batch),) + tuple(shape[1:]) for shape in profile)
+            for profile in profiles]
+
+
 def ensure_engine(model_path: str, precision: str = 'fp16',
                   profiles: Optional[Sequence[Profile]] = None,
                   cache_dir: Optional[str] = None, *, dla_core: Optional[int] = None,
@@ -307,7 +317,8 @@ def ensure_engine(model_path: str, precision: str = 'fp16',
     writes the engine there instead. The returned ``loaded`` is a DeserializedEngine.
     """
     precision = resolve_precision(model_path, precision, strict)
-    profiles = list(profiles or [DEFAULT_PROFILE])
+    profiles = batch_capped(profiles or [DEFAULT_PROFILE],
+                            load_model_info(model_path).max_batch)
     cache_dir = cache_dir or default_cache_dir()
     environment = device_environment()
 
