@@ -314,6 +314,7 @@ def node_command(args, names, encoding):
                    f'cameras.{name}.transport:={transport}']
     if args.model:
         params.append(f'model:={os.path.abspath(args.model)}')
+    params += args.node_param or []
     command = [sys.executable, '-m', 'seg_perception.ros.entry_point', '--ros-args']
     for param in params:
         command += ['-p', param]
@@ -444,7 +445,9 @@ def main_cameras(args):
         f'- load average (1/5/15 min) before: {", ".join(f"{v:.1f}" for v in load_before)}; '
         f'after: {", ".join(f"{v:.1f}" for v in load_after)}',
         f'- model: {display_path(resolve_model_path(args.model))}; node parameters at their '
-        f'defaults but cameras, topics and transport; it ran: {describe_runs(rows)}',
+        f'defaults but cameras, topics and transport'
+        + ''.join(f', `{param}`' for param in args.node_param or [])
+        + f'; it ran: {describe_runs(rows)}',
         f'- {args.width}x{args.height} frames at {args.rate:g} Hz per camera, {args.warmup:g} s '
         f'warm-up, then {args.duration:g} s measured',
         f'- `seg-perception bench`, one raw stream, fp32, ONNX Runtime: {reference:.1f} '
@@ -488,6 +491,8 @@ def main(argv=None):
     parser.add_argument('--startup-timeout', type=float, default=60.0,
                         help='mode 3: seconds to wait for the node to load its model')
     parser.add_argument('--output', help='mode 3: markdown file whose section to rewrite')
+    parser.add_argument('--node-param', action='append', metavar='NAME:=VALUE',
+                        help='mode 3: a further node parameter (repeatable), e.g. max_batch:=2')
     parser.add_argument('--publisher', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.publisher:

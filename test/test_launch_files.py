@@ -96,6 +96,9 @@ def test_six_camera_config_names_the_car_cameras():
     assert names == ['front', 'front_left', 'front_right', 'back', 'back_left', 'back_right']
     assert all(c.transport == 'compressed' and c.topic.endswith('/compressed')
                and c.camera_info_topic for c in config.cameras)
+    assert config.max_batch == 1        # on a CPU: in turn, not six frames per batch
+    assert params.build_config(node_parameters('one_camera.yaml'),
+                               check_model_file=False).max_batch == 0
 
 
 def test_jetson_profile_uses_tensorrt_fp16_and_a_persistent_engine_cache():

@@ -57,6 +57,7 @@ def test_nested_camera_parameters(model_file):
     ({'qos.depth': 0}, "'qos.depth': 0 is below the minimum 1"),
     ({'qos.reliability': 'sometimes'}, "'qos.reliability'"),
     ({'max_frame_age_ms': -1.0}, "'max_frame_age_ms': -1.0 is below"),
+    ({'max_batch': -1}, "'max_batch': -1 is below"),
     ({'publish_color': 'yes'}, "'publish_color': expected a bool"),
     ({'cameras': []}, 'at least one camera'),
     ({'cameras': ['front', 'front']}, 'front listed twice'),

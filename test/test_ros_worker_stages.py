@@ -175,3 +175,27 @@ def test_a_decoded_frame_that_grew_too_old_waiting_for_the_network_is_dropped():
     assert [f.camera for f, _ in harness.published] == ['back']
     assert harness.stats['front'].snapshot()['dropped'] == {worker.TOO_OLD: 1}
     assert '110 ms old' in harness.warnings[0]
+
+
+def test_a_batch_limit_serves_the_cameras_in_turn_and_keeps_the_others_frames():
+    cameras = ['a', 'b', 'c', 'd', 'e', 'f']
+    slots = worker.FrameSlots(cameras, max_batch=2)
+    served = {name: 0 for name in cameras}
+    clock = 0.0
+    for _ in range(30):
+        # Every camera always has a frame waiting; 'f' sends the newest ones, 'a' the oldest.
+        for index, name in enumerate(cameras):
+            clock += 0.001
+            slots.put(worker.Frame(name, None, 0, clock + index))
+        taken = slots.take(timeout=0)
+        assert len(taken) == 2
+        for item in taken:
+            served[item.camera] += 1
+    # Round-robin: ten turns each, whatever the arrival order.
+    assert served == {name: 10 for name in cameras}
+    # What the limit left behind stays in its slot for the next take.
+    slots = worker.FrameSlots(['a', 'b', 'c'], max_batch=1)
+    for name, arrived in (('a', 1.0), ('b', 2.0), ('c', 3.0)):
+        slots.put(worker.Frame(name, None, 0, arrived))
+    assert [[f.camera for f in slots.take(timeout=0)] for _ in range(3)] == [['a'], ['b'], ['c']]
+    assert slots.take(timeout=0) == []

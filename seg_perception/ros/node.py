@@ -283,7 +283,7 @@ class SegmentationNode(Node):
         self.health = {name: CameraHealth(name, size, cfg.health) for name in names}
         self.raw_cameras = {c.name for c in cfg.cameras if c.transport == 'raw'}
         self.receive_buffer = ReceiveBufferCheck(receive_buffer_ceiling())
-        self.slots = FrameSlots(names)
+        self.slots = FrameSlots(names, cfg.max_batch)
         processor = FrameProcessor(
             self.pipeline, self.stats, self._publish,
             lambda: self.get_clock().now().nanoseconds,

@@ -56,10 +56,18 @@ def stamp_to_ns(stamp) -> int:
 
 
 class FrameSlots:
-    """The newest unprocessed frame of each camera."""
+    """The newest unprocessed frame of each camera.
 
-    def __init__(self, cameras: Sequence[str]):
+    ``max_batch`` (0 = no limit) bounds how many cameras one take() serves: the cameras
+    served longest ago come first, so a limit turns into round-robin and no camera
+    starves; the others keep their (newest) frame for the next take.
+    """
+
+    def __init__(self, cameras: Sequence[str], max_batch: int = 0):
         self._slots: Dict[str, Optional[Frame]] = {name: None for name in cameras}
+        self._served: Dict[str, int] = {name: 0 for name in cameras}    # take() count
+        self._takes = 0
+        self.max_batch = int(max_batch)
         self._ready = threading.Condition()
         self._closed = False
 
@@ -72,17 +80,22 @@ class FrameSlots:
         return replaced
 
     def take(self, timeout: Optional[float] = None) -> List[Frame]:
-        """Remove and return every waiting frame, the longest-waiting first; wait up to
-        ``timeout`` s for one."""
+        """Remove and return the waiting frames (up to max_batch), those of the cameras
+        served longest ago first, then the longest-waiting; wait up to ``timeout`` s for one."""
         with self._ready:
             self._ready.wait_for(
                 lambda: self._closed or any(f is not None for f in self._slots.values()),
                 timeout)
-            frames = [f for f in self._slots.values() if f is not None]
-            for name in self._slots:
-                self._slots[name] = None
+            frames = sorted((f for f in self._slots.values() if f is not None),
+                            key=lambda f: (self._served[f.camera], f.arrived))
+            if self.max_batch:
+                frames = frames[:self.max_batch]
+            self._takes += 1
+            for frame in frames:
+                self._slots[frame.camera] = None
+                self._served[frame.camera] = self._takes
         # A backend with a batch limit runs the first frames first: those waited longest.
-        return sorted(frames, key=lambda f: f.arrived)
+        return frames
 
     def close(self) -> None:
         """Wake up a waiting take() for good (shutdown)."""
