@@ -9,10 +9,12 @@ Every command starts with SIGINT reset to default (background jobs of a
 non-interactive shell ignore it) in a session of its own, and the ``ros`` fixture
 ends every process it started.
 """
+import fcntl
 import itertools
 import os
 import signal
 import subprocess
+import tempfile
 
 import pytest
 
@@ -23,9 +25,37 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _tests_started = itertools.count()
 
 
+_DOMAIN_BLOCKS = 8               # ROS_DOMAIN_ID 20-99: inside the range safe on Linux
+_claimed_block = []             # [block, its open lock file] once this process has one
+
+
+def _domain_block() -> int:
+    """A block of ten domain ids no other test session on this machine holds.
+
+    Sessions run side by side (worktrees, CI and a developer): each holds an exclusive
+    lock on its block's file for as long as it runs, so their nodes never meet.
+    """
+    if not _claimed_block:
+        start = os.getpid() % _DOMAIN_BLOCKS
+        for offset in range(_DOMAIN_BLOCKS):
+            block = (start + offset) % _DOMAIN_BLOCKS
+            handle = open(os.path.join(tempfile.gettempdir(),
+                                       f'seg_perception_ros_domains_{block}.lock'), 'w')
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            _claimed_block.extend([block, handle])
+            break
+        else:   # every block held: share one (the pid spreads sessions over them)
+            _claimed_block.extend([start, None])
+    return _claimed_block[0]
+
+
 def next_domain() -> int:
-    """A ROS_DOMAIN_ID of its own for each test (pid-based base: parallel sessions differ)."""
-    return 40 + os.getpid() % 6 * 10 + next(_tests_started) % 10
+    """A ROS_DOMAIN_ID of its own for each test, in a block no other session uses."""
+    return 20 + _domain_block() * 10 + next(_tests_started) % 10
 
 
 @pytest.fixture(scope='session')
