@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seg_perception.replay.bag_io import open_bag
-from seg_perception.ros import params
+from seg_perception.ros import frame_slots, params
 from seg_perception.ros.camera_health import NETWORK_SIZE, CameraHealth, HealthThresholds
 from seg_perception.ros.conversions import decode
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, camera_health
@@ -151,7 +151,7 @@ def test_the_worker_feeds_health_even_for_frames_it_drops_as_too_old():
         max_frame_age_ms=500.0, warn=lambda text: None, health=health)
     for index in range(15):
         msg = types.SimpleNamespace(header=None)
-        processor.process([worker.Frame('front', msg, 5 * SECOND, index * 0.1)])
+        processor.process([frame_slots.Frame('front', msg, 5 * SECOND, index * 0.1)])
     assert stats['front'].dropped == {worker.TOO_OLD: 15}
     assert health['front'].report() == [(WARN, 'front: header stamps frozen for 1.3 s')]
 
@@ -166,7 +166,7 @@ def test_the_worker_feeds_decoded_frames_to_health():
         pipeline=FailingPipeline(), stats={'dash': CameraStats()}, publish=lambda f, r: None,
         now_ns=lambda: 0, warn=lambda text: None, decode=lambda msg: decoded, health=health)
     for index in range(12):
-        processor.process([worker.Frame('dash', None, SECOND + index, index * 0.1)])
+        processor.process([frame_slots.Frame('dash', None, SECOND + index, index * 0.1)])
     assert health['dash'].report() == [(WARN, 'dash: image frozen (identical frames) for 1.0 s')]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seg_perception.errors import InvalidValueError
-from seg_perception.ros import outputs, params, worker
+from seg_perception.ros import frame_slots, outputs, params, worker
 from seg_perception.ros.diagnostics import CameraStats
 from seg_perception.ros.model_swap import PipelineHandover, SwapRefused, load_pipeline
 from test_ros_node_logic import frame
@@ -157,7 +157,7 @@ def test_the_worker_swaps_between_batches_never_within_one():
     old_gate = threading.Event()
     old, new = TaggedPipeline(1, old_gate), TaggedPipeline(2)
     published, swapped_at = [], []
-    slots = worker.FrameSlots(['front', 'back'])
+    slots = frame_slots.FrameSlots(['front', 'back'])
     processor = worker.FrameProcessor(
         old, {c: CameraStats() for c in ('front', 'back')},
         lambda f, r: published.append((f.camera, int(r.labels[0, 0]))),
@@ -189,7 +189,7 @@ def test_the_worker_swaps_between_batches_never_within_one():
 def test_the_worker_completes_a_swap_while_no_frames_come():
     processor = worker.FrameProcessor(TaggedPipeline(1), {'front': CameraStats()},
                                       pytest.fail, lambda: 0)
-    runner = worker.InferenceWorker(worker.FrameSlots(['front']), processor, pytest.fail,
+    runner = worker.InferenceWorker(frame_slots.FrameSlots(['front']), processor, pytest.fail,
                                     poll_s=0.01)
     runner.start()
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 
-from seg_perception.ros import conversions, outputs, worker
+from seg_perception.ros import conversions, frame_slots, outputs, worker
 from seg_perception.ros.diagnostics import CameraStats
 
 SECOND = 1_000_000_000
@@ -49,8 +49,8 @@ def image_msg(value=200, height=4, width=6, encoding='rgb8', stamp_ns=0):
 
 
 def frame(camera='front', msg=None, stamp_ns=10 * SECOND, **kwargs):
-    return worker.Frame(camera, msg if msg is not None else image_msg(**kwargs), stamp_ns,
-                        time.perf_counter())
+    return frame_slots.Frame(camera, msg if msg is not None else image_msg(**kwargs), stamp_ns,
+                             time.perf_counter())
 
 
 class Harness:
@@ -69,7 +69,7 @@ class Harness:
 
 # -- slots and the worker ----------------------------------------------------------
 def test_slot_keeps_only_the_newest_frame_per_camera():
-    slots = worker.FrameSlots(['front', 'back'])
+    slots = frame_slots.FrameSlots(['front', 'back'])
     first, second, other = frame(stamp_ns=1), frame(stamp_ns=2), frame('back', stamp_ns=3)
     assert slots.put(first) is None
     assert slots.put(second) is first          # the caller counts it as superseded
@@ -80,7 +80,7 @@ def test_slot_keeps_only_the_newest_frame_per_camera():
 
 
 def test_slot_take_waits_for_a_frame_and_close_wakes_it():
-    slots = worker.FrameSlots(['front'])
+    slots = frame_slots.FrameSlots(['front'])
     threading.Timer(0.05, slots.put, [frame()]).start()
     started = time.monotonic()
     assert len(slots.take(timeout=2.0)) == 1
@@ -93,7 +93,7 @@ def test_slot_take_waits_for_a_frame_and_close_wakes_it():
 
 def test_slow_worker_drops_old_frames_instead_of_queueing():
     harness = Harness(cameras=('front',), pipeline=FakePipeline(delay_s=0.05), max_age_ms=0)
-    slots = worker.FrameSlots(['front'])
+    slots = frame_slots.FrameSlots(['front'])
     runner = worker.InferenceWorker(slots, harness.processor, on_error=pytest.fail, poll_s=0.02)
     runner.start()
     superseded = 0
@@ -125,7 +125,7 @@ def test_worker_reports_processor_errors_and_keeps_running():
         def hand_over(self):        # no model swap waiting
             return False
 
-    slots = worker.FrameSlots(['front'])
+    slots = frame_slots.FrameSlots(['front'])
     processor = Exploding()
     runner = worker.InferenceWorker(slots, processor, errors.append, poll_s=0.01)
     runner.start()
@@ -247,7 +247,7 @@ def test_warn_throttle_counts_held_back_messages():
 
 
 def test_stamp_to_ns():
-    assert worker.stamp_to_ns(types.SimpleNamespace(sec=3, nanosec=5)) == 3 * SECOND + 5
+    assert frame_slots.stamp_to_ns(types.SimpleNamespace(sec=3, nanosec=5)) == 3 * SECOND + 5
 
 
 # -- output messages -------------------------------------------------------------------

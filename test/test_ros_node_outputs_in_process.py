@@ -37,7 +37,7 @@ def frame():
     """A worker frame of camera 'camera' with a real Image message (its header is reused)."""
     from sensor_msgs.msg import Image
 
-    from seg_perception.ros.worker import Frame
+    from seg_perception.ros.frame_slots import Frame
     return Frame('camera', Image(), 0, time.perf_counter())
 
 

@@ -10,7 +10,7 @@ import time
 
 from test_ros_node_logic import FakePipeline, Harness, frame
 
-from seg_perception.ros import conversions, worker
+from seg_perception.ros import conversions, frame_slots, worker
 
 WAIT_S = 5.0
 
@@ -45,7 +45,7 @@ class CountingDecode:
 def staged(harness, decode=None):
     if decode is not None:
         harness.processor.decode = decode
-    slots = worker.FrameSlots(list(harness.stats))
+    slots = frame_slots.FrameSlots(list(harness.stats))
     runner = worker.InferenceWorker(slots, harness.processor, on_error=errors_fail, poll_s=0.01)
     runner.start()
     return slots, runner
@@ -129,9 +129,9 @@ def test_six_cameras_flooding_a_slow_pipeline_are_all_served():
 
 
 def test_the_longest_waiting_camera_comes_first_in_a_batch():
-    slots = worker.FrameSlots(['a', 'b', 'c'])
+    slots = frame_slots.FrameSlots(['a', 'b', 'c'])
     for camera, arrived in (('b', 3.0), ('c', 1.0), ('a', 2.0)):
-        slots.put(worker.Frame(camera, None, 0, arrived))
+        slots.put(frame_slots.Frame(camera, None, 0, arrived))
     assert [f.camera for f in slots.take(timeout=0)] == ['c', 'a', 'b']
 
 
@@ -147,7 +147,7 @@ def test_a_failing_decode_stage_is_reported_and_the_worker_keeps_serving():
         return conversions.decode(msg, **kwargs)
 
     harness.processor.decode = decode
-    slots = worker.FrameSlots(['front'])
+    slots = frame_slots.FrameSlots(['front'])
     runner = worker.InferenceWorker(slots, harness.processor, errors.append, poll_s=0.01)
     runner.start()
     try:
@@ -179,14 +179,14 @@ def test_a_decoded_frame_that_grew_too_old_waiting_for_the_network_is_dropped():
 
 def test_a_batch_limit_serves_the_cameras_in_turn_and_keeps_the_others_frames():
     cameras = ['a', 'b', 'c', 'd', 'e', 'f']
-    slots = worker.FrameSlots(cameras, max_batch=2)
+    slots = frame_slots.FrameSlots(cameras, max_batch=2)
     served = {name: 0 for name in cameras}
     clock = 0.0
     for _ in range(30):
         # Every camera always has a frame waiting; 'f' sends the newest ones, 'a' the oldest.
         for index, name in enumerate(cameras):
             clock += 0.001
-            slots.put(worker.Frame(name, None, 0, clock + index))
+            slots.put(frame_slots.Frame(name, None, 0, clock + index))
         taken = slots.take(timeout=0)
         assert len(taken) == 2
         for item in taken:
@@ -194,8 +194,8 @@ def test_a_batch_limit_serves_the_cameras_in_turn_and_keeps_the_others_frames():
     # Round-robin: ten turns each, whatever the arrival order.
     assert served == {name: 10 for name in cameras}
     # What the limit left behind stays in its slot for the next take.
-    slots = worker.FrameSlots(['a', 'b', 'c'], max_batch=1)
+    slots = frame_slots.FrameSlots(['a', 'b', 'c'], max_batch=1)
     for name, arrived in (('a', 1.0), ('b', 2.0), ('c', 3.0)):
-        slots.put(worker.Frame(name, None, 0, arrived))
+        slots.put(frame_slots.Frame(name, None, 0, arrived))
     assert [[f.camera for f in slots.take(timeout=0)] for _ in range(3)] == [['a'], ['b'], ['c']]
     assert slots.take(timeout=0) == []

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seg_perception.replay.bag_io import open_bag
-from seg_perception.ros import conversions as conv
+from seg_perception.ros import conversions as conv, frame_slots
 from seg_perception.ros import worker
 from seg_perception.ros.conversions import ConversionError
 from seg_perception.ros.diagnostics import CameraStats
@@ -172,7 +172,7 @@ def test_the_node_decodes_reduced_and_publishes_at_the_camera_size():
     msg = dash_messages()[0]
     size = conv.decode(msg).pixels.shape[:2]
     count = processor(default_pipeline(), published, warnings, ego).process(
-        [worker.Frame('dash', msg, 0, 0.0)])
+        [frame_slots.Frame('dash', msg, 0, 0.0)])
     assert count == 1 and not warnings
     assert published[0].labels.shape == size and published[0].drivable_mask.shape == size
     assert ego.sizes == [size]
@@ -184,6 +184,6 @@ def test_a_corrupt_jpeg_is_a_bad_frame_drop_with_one_line():
     data = bytes(msg.data)
     bad = types.SimpleNamespace(format='jpeg', data=data[:2] + b'\x00' * 40 + data[-2:])
     proc = processor(default_pipeline(), published, warnings)
-    assert proc.process([worker.Frame('dash', bad, 0, 0.0)]) == 0
+    assert proc.process([frame_slots.Frame('dash', bad, 0, 0.0)]) == 0
     assert proc.stats['dash'].snapshot()['dropped'] == {worker.BAD_FRAME: 1}
     assert len(warnings) == 1 and '\n' not in warnings[0] and 'corrupt JPEG' in warnings[0]

@@ -23,7 +23,7 @@ from tf2_ros.transform_listener import TransformListener
 
 from seg_perception.ros import ground_outputs, outputs
 from seg_perception.ros.ground_state import GroundOutputs, TransformUnavailable, check_age
-from seg_perception.ros.worker import stamp_to_ns
+from seg_perception.ros.frame_slots import stamp_to_ns
 
 GROUND_POINTS = 'ground_points'
 GRID_TOPIC = 'segmentation/drivable_grid'

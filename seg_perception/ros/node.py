@@ -47,8 +47,8 @@ from seg_perception.ros.diagnostics import (ERROR, OK, WARN, CameraStats, camera
 from seg_perception.ros.ground_node import GroundPublishers
 from seg_perception.signals import StopSignals
 from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
-from seg_perception.ros.worker import (SUPERSEDED, Frame, FrameProcessor, FrameSlots,
-                                       InferenceWorker, stamp_to_ns)
+from seg_perception.ros.frame_slots import Frame, FrameSlots, stamp_to_ns
+from seg_perception.ros.worker import SUPERSEDED, FrameProcessor, InferenceWorker
 
 NODE_NAME = params.NODE_NAME
 LABEL_INFO_TOPIC = 'segmentation/label_info'

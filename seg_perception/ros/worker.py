@@ -1,7 +1,7 @@
-"""Newest-frame slots and the inference worker, without rclpy.
+"""The inference worker, without rclpy: what happens to the frames the slots hold.
 
-Subscription callbacks only :meth:`FrameSlots.put` the message (replacing an
-unprocessed older one: a slot, not a queue). :class:`InferenceWorker` runs two
+Subscription callbacks only :meth:`FrameSlots.put` the message (frame_slots.py:
+a slot, not a queue). :class:`InferenceWorker` runs two
 stages on two threads: the decode stage takes the freshest frame of every
 waiting camera and has :class:`FrameProcessor` drop stale or bad ones and decode
 the rest; the inference stage runs the pipeline on them as one batch and hands
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from seg_perception.ros import conversions
 from seg_perception.ros.camera_health import CameraHealth
 from seg_perception.ros.diagnostics import CameraStats, stamps_ahead_text
+from seg_perception.ros.frame_slots import Frame, FrameSlots, Handover
 from seg_perception.ros.model_swap import PipelineHandover
 
 # Drop reasons, as counted in diagnostics.
@@ -38,113 +38,6 @@ REJECTED = 'rejected_by_pipeline'       # the pipeline raised InputError
 INFERENCE_ERROR = 'inference_error'     # the backend failed
 # Not a drop: a published frame stamped after the node's now (clocks out of step).
 STAMP_AHEAD = 'stamp_ahead'
-
-
-@dataclass
-class Frame:
-    """One received message waiting for inference."""
-
-    camera: str
-    msg: Any
-    stamp_ns: int            # header stamp; 0 = the driver did not stamp it
-    arrived: float           # time.perf_counter() when the callback ran
-
-
-def stamp_to_ns(stamp) -> int:
-    """builtin_interfaces/Time (rclpy or rosbags) in nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-class FrameSlots:
-    """The newest unprocessed frame of each camera.
-
-    ``max_batch`` (0 = no limit) bounds how many cameras one take() serves: the cameras
-    served longest ago come first, so a limit turns into round-robin and no camera
-    starves; the others keep their (newest) frame for the next take.
-    """
-
-    def __init__(self, cameras: Sequence[str], max_batch: int = 0):
-        self._slots: Dict[str, Optional[Frame]] = {name: None for name in cameras}
-        self._served: Dict[str, int] = {name: 0 for name in cameras}    # take() count
-        self._takes = 0
-        self.max_batch = int(max_batch)
-        self._ready = threading.Condition()
-        self._closed = False
-
-    def put(self, frame: Frame) -> Optional[Frame]:
-        """Store ``frame``; return the older frame it replaced (to be counted as dropped)."""
-        with self._ready:
-            replaced = self._slots[frame.camera]
-            self._slots[frame.camera] = frame
-            self._ready.notify()
-        return replaced
-
-    def take(self, timeout: Optional[float] = None) -> List[Frame]:
-        """Remove and return the waiting frames (up to max_batch), those of the cameras
-        served longest ago first, then the longest-waiting; wait up to ``timeout`` s for one."""
-        with self._ready:
-            self._ready.wait_for(
-                lambda: self._closed or any(f is not None for f in self._slots.values()),
-                timeout)
-            frames = sorted((f for f in self._slots.values() if f is not None),
-                            key=lambda f: (self._served[f.camera], f.arrived))
-            if self.max_batch:
-                frames = frames[:self.max_batch]
-            self._takes += 1
-            for frame in frames:
-                self._slots[frame.camera] = None
-                self._served[frame.camera] = self._takes
-        # A backend with a batch limit runs the first frames first: those waited longest.
-        return frames
-
-    def close(self) -> None:
-        """Wake up a waiting take() for good (shutdown)."""
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
-
-
-class Handover:
-    """At most one decoded batch on its way from the decode stage to the inference stage."""
-
-    def __init__(self):
-        self._batch: Optional[list] = None
-        self._changed = threading.Condition()
-        self._closed = False
-
-    def wait_empty(self, timeout: Optional[float] = None) -> bool:
-        """Wait up to ``timeout`` s until no batch waits; whether none does (False: closed)."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._closed or self._batch is None, timeout)
-            return self._batch is None and not self._closed
-
-    def put(self, batch: list) -> None:
-        """Hand ``batch`` over; the decode stage calls it only after wait_empty()."""
-        with self._changed:
-            if self._batch is not None:
-                raise RuntimeError('a decoded batch is already waiting')
-            self._batch = batch
-            self._changed.notify_all()
-
-    def take(self, timeout: Optional[float] = None) -> Optional[list]:
-        """Remove and return the waiting batch; wait up to ``timeout`` s for one."""
-        with self._changed:
-            self._changed.wait_for(lambda: self._closed or self._batch is not None, timeout)
-            batch, self._batch = self._batch, None
-            self._changed.notify_all()
-        return batch
-
-    @property
-    def waiting(self) -> int:
-        """How many decoded batches wait (0 or 1)."""
-        with self._changed:
-            return int(self._batch is not None)
-
-    def close(self) -> None:
-        """Wake both stages for good (shutdown)."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
 
 
 class WarnThrottle:
@@ -352,9 +245,9 @@ class InferenceWorker:
         for thread in self._threads:
             thread.start()
 
-    def _guarded(self, stage: Callable, argument) -> None:
+    def _guarded(self, stage: Callable, *arguments) -> None:
         try:
-            stage(argument)
+            stage(*arguments)
         except Exception as exc:  # noqa: BLE001 - report and keep serving other frames
             if not self._stop.is_set():    # publishers vanish during shutdown: not an error
                 self.on_error(exc)
@@ -365,7 +258,7 @@ class InferenceWorker:
             if frames and not self._stop.is_set():
                 self._guarded(self.processor.process, frames)
             elif not frames:
-                self.processor.hand_over()      # a swap also completes while no frames come
+                self._guarded(self.processor.hand_over)     # a swap also completes then
 
     def _decode(self) -> None:
         """Decode stage: the newest frames, once the batch before is in the network."""
@@ -392,7 +285,7 @@ class InferenceWorker:
                 self._guarded(self.processor.finish, ready)
             elif not ready:
                 # A swap also completes while no frames come (here: the network's thread).
-                self._guarded(lambda _: self.processor.hand_over(), None)
+                self._guarded(self.processor.hand_over)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the threads to end and wait for the batch in flight."""
