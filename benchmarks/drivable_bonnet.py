@@ -2,12 +2,17 @@
 """The default model's drivable IoU on the comma10k frames of the sample bag, bonnet counted.
 
     python benchmarks/drivable_bonnet.py              # prints a markdown report
+    python benchmarks/drivable_bonnet.py --model try=runs/tries/ema/candidate/model.onnx
+
+Without ``--model`` it scores the shipped models (fp32, and the INT8 file when shipped); each
+``--model NAME=PATH`` (repeatable) scores that ONNX file instead, under that name: a recipe
+try or a candidate default model before it ships.
 
 The sample bag's dash camera ground truth (``/camera/dash/ground_truth/drivable_mask``) is
-255 drivable, 0 not drivable and 128 the ego car's hood (comma10k's "my car"). Each shipped
-model (fp32, and the INT8 file when shipped) runs through the runtime pipeline (ONNX Runtime,
-as the node runs it) and its drivable mask is scored three ways, per frame and pooled over
-the frames (one IoU of the summed counts):
+255 drivable, 0 not drivable and 128 the ego car's hood (comma10k's "my car"). Each model
+runs through the runtime pipeline (ONNX Runtime, as the node runs it, at the file's own
+precision) and its drivable mask is scored three ways, per frame and pooled over the frames
+(one IoU of the summed counts):
 
 a. hood left out: hood pixels are not scored (how the README's earlier figure was measured);
 b. hood counted as not drivable, no ego mask: what a user without a mask gets;
@@ -25,6 +30,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import sys
 from typing import Dict, List, Tuple
 
@@ -98,13 +104,13 @@ def pooled_iou(matrices: List[ConfusionMatrix]) -> float:
     return total.drivable_iou([1])
 
 
-def report(models: List[Tuple[str, str]], pairs, margin: int) -> str:
+def report(models: List[Tuple[str, str]], pairs, margin: int, command: str) -> str:
     hood = [np.count_nonzero(t == HOOD) / t.size for _, t in pairs]
     lines = ['# Drivable IoU on the comma10k frames of the sample bag, bonnet counted', '',
              f'- date: {datetime.date.today().isoformat()}',
              f'- machine: {platform.machine()}, {os.cpu_count()} cores, '
              f'{platform.platform()}, Python {platform.python_version()}',
-             f'- command: `python benchmarks/drivable_bonnet.py --margin {margin}`',
+             f'- command: `{command}`',
              f'- frames: {len(pairs)} ({pairs[0][0].shape[1]}×{pairs[0][0].shape[0]}); '
              f'hood share of the pixels per frame: '
              + ' '.join(f'{100 * h:.0f}%' for h in hood), '']
@@ -120,13 +126,18 @@ def report(models: List[Tuple[str, str]], pairs, margin: int) -> str:
     return '\n'.join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--bag', default=sample_bag_path(), help='default: the sample bag')
-    parser.add_argument('--margin', type=int, default=10,
-                        help='pixels the hood mask is grown and shrunk by in (d), (e) '
-                             '(default 10)')
-    args = parser.parse_args()
+def named_model(text: str) -> Tuple[str, str]:
+    """``NAME=PATH`` of ``--model``, the file checked to exist."""
+    name, sep, path = text.partition('=')
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f'expected NAME=PATH, got {text!r}')
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f'{path}: no such model file')
+    return name, path
+
+
+def shipped_models() -> List[Tuple[str, str]]:
+    """The packaged default model, and its INT8 form when shipped."""
     fp32 = default_model_path()
     if fp32 is None:
         sys.exit('the default model is not installed')
@@ -134,9 +145,26 @@ def main() -> int:
     int8 = os.path.join(os.path.dirname(fp32), 'default_model.cpu.int8.onnx')
     if os.path.exists(int8):
         models.append(('INT8', int8))
+    return models
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--bag', default=sample_bag_path(), help='default: the sample bag')
+    parser.add_argument('--margin', type=int, default=10,
+                        help='pixels the hood mask is grown and shrunk by in (d), (e) '
+                             '(default 10)')
+    parser.add_argument('--model', action='append', default=[], metavar='NAME=PATH',
+                        type=named_model,
+                        help='score this ONNX model under NAME instead of the shipped ones '
+                             '(repeatable)')
+    args = parser.parse_args()
     if args.margin < 1:
         parser.error(f'--margin must be at least 1, got {args.margin}')
-    print(report(models, dash_frames(args.bag), args.margin))
+    models = args.model or shipped_models()
+    command = ' '.join(['python benchmarks/drivable_bonnet.py']
+                       + [shlex.quote(arg) for arg in sys.argv[1:]])
+    print(report(models, dash_frames(args.bag), args.margin, command))
     return 0
 
 

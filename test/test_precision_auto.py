@@ -1,9 +1,12 @@
 """precision 'auto': the INT8 form beside the model on a CPU with VNNI, fp32 without; fp16 or
 int8 (QDQ) on TensorRT. The CPU's flags are faked, so both answers are tested on any machine."""
 import argparse
+import json
 import shutil
 import types
 
+import cv2
+import numpy as np
 import pytest
 
 from seg_perception.commands import _args
@@ -141,3 +144,39 @@ def test_the_node_reports_the_precision_and_why_and_the_file_that_runs():
     assert values == {'backend': 'onnxruntime', 'device': 'cpu', 'precision': 'int8',
                       'precision_reason': 'auto: AVX512-VNNI, default_model.cpu.int8.onnx',
                       'model': '/x/default_model.cpu.int8.onnx'}
+
+
+# -- what an evaluation records --------------------------------------------------------
+def one_camvid_frame(root):
+    """A CamVid val split (SegNet layout) of one grey frame labelled road."""
+    for folder in ('val', 'valannot'):
+        (root / folder).mkdir(parents=True)
+    cv2.imwrite(str(root / 'val' / 'a.png'), np.full((90, 120, 3), 128, np.uint8))
+    cv2.imwrite(str(root / 'valannot' / 'a.png'), np.full((90, 120), 3, np.uint8))
+    (root / 'val.txt').write_text('val/a.png valannot/a.png\n')
+    return str(root)
+
+
+@pytest.mark.parametrize('flags,precision', [(VNNI, 'int8'), (NO_VNNI, 'fp32')])
+def test_an_evaluation_names_the_file_that_ran_and_why(monkeypatch, tmp_path, capsys, flags,
+                                                       precision):
+    """`evaluate --model default_model.onnx` at 'auto' runs the INT8 file beside it on a VNNI
+    CPU: the printed line, metrics.json and metrics.md say so, so no INT8 figure passes for
+    an fp32 one."""
+    from seg_perception.cli import main as cli_main
+    fake_cpu(monkeypatch, flags)
+    camvid = one_camvid_frame(tmp_path / 'camvid')
+    out = tmp_path / 'eval'
+    assert cli_main(['evaluate', '--model', default_model_path(), '--dataset', 'camvid',
+                     '--root', camvid, '--split', 'val',
+                     '--backend', 'onnxruntime', '--output', str(out)]) == 0
+    expected_file = backends.cpu_int8_form(default_model_path()) if precision == 'int8' \
+        else default_model_path()
+    result = json.loads((out / 'metrics.json').read_text())
+    inference = result['inference']
+    assert inference['precision'] == precision and inference['model_run'] == expected_file
+    assert inference['precision_reason'].startswith('auto: ')
+    assert f'(onnxruntime, {precision}: auto: ' in capsys.readouterr().out
+    markdown = (out / 'metrics.md').read_text()
+    assert f'- precision: {precision} (auto: ' in markdown
+    assert ('- file run: `' in markdown) == (precision == 'int8')

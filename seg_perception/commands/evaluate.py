@@ -131,7 +131,14 @@ def run(args: argparse.Namespace) -> int:
     def pct(value):
         return 'n/a' if value is None else f'{100 * value:.2f}%'
 
-    print(f'{result["num_images"]} images of {result["dataset"]} {result["split"]}: '
+    inference = result.get('inference') or {}
+    ran = ''
+    if inference.get('kind') == 'onnx':
+        ran = f' ({inference["backend"]}, {inference["precision"]}'
+        if inference.get('precision_reason'):
+            ran += f': {inference["precision_reason"]}'
+        ran += ')'
+    print(f'{result["num_images"]} images of {result["dataset"]} {result["split"]}{ran}: '
           f'mIoU {pct(result["miou"])}, pixel accuracy {pct(result["pixel_accuracy"])}, '
           f'fwIoU {pct(result["fw_iou"])}, drivable IoU {pct(result["drivable_iou"])}')
     print(f'wrote {os.path.join(output_dir, "metrics.json")}, metrics.md, '

@@ -99,8 +99,12 @@ class PipelinePredictor:
                                              engine_cache_dir=engine_cache_dir)
         self.info = self.pipeline.info
         described = self.pipeline.describe()
+        # precision 'auto' may run the INT8 file beside the model: the record names the
+        # file that ran and why, so an fp32 figure cannot silently be an INT8 one.
         self.description = {'kind': 'onnx', 'backend': described.get('name', backend),
                             'precision': described.get('precision', precision),
+                            'precision_reason': described.get('precision_reason'),
+                            'model_run': described.get('model', model_path),
                             'resize': described.get('resize')}
         self.ego_mask = ego_mask
 

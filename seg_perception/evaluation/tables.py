@@ -119,6 +119,12 @@ def markdown_report(result: Dict, matrix) -> str:
     for key in ('model', 'dataset', 'split', 'num_images', 'ego_mask'):
         if result.get(key) is not None:
             lines.append(f'- {key.replace("_", " ")}: `{result[key]}`')
+    inference = result.get('inference') or {}
+    if inference.get('model_run') and inference['model_run'] != result.get('model'):
+        lines.append(f'- file run: `{inference["model_run"]}`')
+    if inference.get('precision'):
+        why = f' ({inference["precision_reason"]})' if inference.get('precision_reason') else ''
+        lines.append(f'- precision: {inference["precision"]}{why}')
     lines.append(f'- evaluated pixels: {result["num_pixels"]}')
     if matrix.shape[1] > matrix.shape[0]:
         lines.append(f'- of them predicted as ego vehicle: {int(matrix[:, -1].sum())} (a miss of '
