@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # The stacked try second: on this 2-core CPU a try takes about 3 hours, so the run that says
 # whether the cheap changes help at all goes before the ones that say which of them does.
-TRIES=${TRIES:-"ema ema_aux_fullframe_100ep ema_aux ema_aux_fullframe ema_aux_100ep teacher_textbook ema_aux_distill"}
+TRIES=${TRIES:-"ema ema_aux_fullframe_100ep ema_aux ema_aux_fullframe ema_aux_100ep ema_aux_glare teacher_textbook ema_aux_distill"}
 
 overrides() {   # the KEY=VALUE overrides of one try's delta file, one per line
     python - "$1" <<'PY'

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from seg_perception.config import load_config
+from seg_perception.data.transforms import build_transforms
 from seg_perception.training.config_keys import check_config_keys
 from seg_perception.training.distillation import check_distill_section
 
@@ -31,9 +32,12 @@ def test_each_try_is_a_valid_change_of_the_shipped_recipe(name):
     config = load_config(os.path.join(REPO, 'config', 'train', 'camvid.yaml'), overrides)
     check_config_keys(config)
     for key, value in changes.items():
-        section, _, field = key.partition('.')
-        assert config[section][field] == value, key
+        node = config
+        for part in key.split('.'):
+            node = node[part]
+        assert node == value, key
     check_distill_section(config['train'].get('distill'))
+    build_transforms(config['data'], True, (0.5,) * 3, (0.5,) * 3)     # the augmentation builds
 
 
 def test_the_driver_queues_every_try_once():

@@ -158,6 +158,42 @@ def test_low_light_darkens_mid_tones_more_than_lights_and_adds_noise():
     assert torch.allclose(back_to_grey(same)[:, :, :20], torch.tensor(100.0), atol=0.6)
 
 
+def test_glare_fades_towards_white_near_its_source_and_keeps_the_mask():
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[:, ::2] = 40                 # dark stripes: contrast the veil takes away
+    image[:, 1::2] = 120
+    label = np.tile(np.arange(80, dtype=np.uint8) % 3, (60, 1))
+
+    def back_to_grey(tensor):
+        return (tensor * torch.tensor(STD)[:, None, None]
+                + torch.tensor(MEAN)[:, None, None]) * 255
+
+    cfg = {'augment': {'glare': {'p': 1.0, 'strength': [0.8, 0.8], 'radius': [0.15, 0.15]}}}
+    transform = build_transforms(cfg, True, MEAN, STD)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        veiled, mask = transform(image, label)
+        assert torch.equal(mask, torch.from_numpy(label).long())
+        grey = back_to_grey(veiled)[0]
+        plain = torch.from_numpy(image[..., 0]).float()
+        assert bool((grey >= plain - 0.6).all())                   # never darker
+        # the brightest place is the source: in the upper half, at strength 0.8 of the way
+        # from the stripe's grey to white
+        row, column = divmod(int(torch.argmax(grey)), 80)
+        assert row <= 30
+        assert float(grey.max()) == pytest.approx(120 + 0.8 * 135, abs=3)
+        near = grey[row, max(0, column - 2):column + 2]
+        assert float(near.max() - near.min()) < 0.3 * 80          # contrast mostly gone
+        # the far bottom corner from the source is almost untouched
+        far_row, far_column = 59, (0 if column > 40 else 79)
+        assert float(grey[far_row, far_column] - plain[far_row, far_column]) < 15
+    # p = 0 leaves the image as it is
+    same, _ = build_transforms({'augment': {'glare': {'p': 0.0}}}, True, MEAN, STD)(
+        image, label)
+    assert torch.allclose(back_to_grey(same)[0], torch.from_numpy(image[..., 0]).float(),
+                          atol=0.6)
+
+
 def test_eval_transform_normalises_and_optionally_resizes():
     image = np.full((6, 8, 3), (0, 128, 255), np.uint8)
     label = np.arange(48, dtype=np.uint8).reshape(6, 8) % 5
@@ -191,8 +227,13 @@ def test_same_seed_same_result():
     ({'crop': [0, 10]}, 'positive'),
     ({'low_light': {'gamma': [3.0, 1.5]}}, 'low_light.gamma'),
     ({'low_light': {'p': 1.5}}, 'low_light.p'),
+    ({'low_light': {'p': -0.5}}, 'low_light.p'),
     ({'low_light': {'noise': -1}}, 'low_light.noise'),
     ({'low_light': {'dark': 1}}, 'low_light: unknown keys'),
+    ({'glare': {'strength': [0.5, 1.5]}}, 'glare.strength'),
+    ({'glare': {'radius': [0.0, 0.2]}}, 'glare.radius'),
+    ({'glare': {'p': -0.1}}, 'glare.p'),
+    ({'glare': {'sun': 1}}, 'glare: unknown keys'),
     ({'pad_image': 'edge'}, 'pad_image'),
 ])
 def test_bad_augment_config_is_named(augment, message):

@@ -42,6 +42,9 @@ The ``data:`` section of a training config is a dict with these keys:
         color_jitter: {brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.0}
                                  # a number x: factors 1-x..1+x; or a range [lo, hi]
         low_light: {p: 0.25, gamma: [1.5, 3.0], noise: 6}   # night look: gamma + noise
+        glare: {p: 0.25, strength: [0.3, 0.9], radius: [0.1, 0.4]}
+                                 # a light source's veil (low sun, headlights): a spot in
+                                 # the upper half fading towards white; radius x diagonal
         elastic: {alpha: 0, sigma: 0}   # elastic deformation (U-Net), alpha in pixels
 
     Masks are padded with the label space's ignore id and always resampled nearest.

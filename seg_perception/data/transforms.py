@@ -8,8 +8,8 @@ image float32 3×H×W normalised with (mean, std) on the 0..1 scale, the mask in
 
 Training order: random scale → random crop (padding the mask with the ignore id
 and the image with the mean colour or 0) → horizontal flip → colour jitter → low
-light (gamma + sensor noise) → elastic deformation (Ronneberger et al., U-Net, 2015)
-→ to tensor + normalise.
+light (gamma + sensor noise) → glare (a light source's veil) → elastic deformation
+(Ronneberger et al., U-Net, 2015) → to tensor + normalise.
 Every step comes from the ``augment`` section of the data config (see
 :mod:`seg_perception.data`); evaluation is to tensor + normalise, optionally resized.
 """
@@ -25,8 +25,10 @@ from torchvision.transforms.v2 import functional as F
 
 from seg_perception.errors import InvalidValueError
 
-AUGMENT_KEYS = ('scale', 'crop', 'pad_image', 'hflip', 'color_jitter', 'low_light', 'elastic')
+AUGMENT_KEYS = ('scale', 'crop', 'pad_image', 'hflip', 'color_jitter', 'low_light', 'glare',
+                'elastic')
 LOW_LIGHT_KEYS = ('p', 'gamma', 'noise')
+GLARE_KEYS = ('p', 'strength', 'radius')
 JITTER_KEYS = ('brightness', 'contrast', 'saturation', 'hue')
 
 
@@ -110,6 +112,46 @@ class LowLight:
         return tv_tensors.wrap(dark, like=image), mask
 
 
+class Glare:
+    """With probability ``p``, veil the image in the glare of a light in view.
+
+    A low sun or an oncoming car's headlights scatter light in the lens and windscreen: near
+    the source everything fades towards white and loses its contrast, far from it little
+    changes. The veil is a Gaussian spot, ``strength`` (drawn from its range, 0..1) at its
+    centre and of a width drawn from ``radius`` (a fraction of the image diagonal), centred
+    anywhere across the width in the upper half of the frame, where low suns and headlights
+    are; each pixel moves that share of the way to white. The mask is untouched: a veiled
+    road is still road.
+    """
+
+    def __init__(self, p: float, strength: Tuple[float, float], radius: Tuple[float, float]):
+        if not 0 <= p <= 1:
+            raise InvalidValueError(f'augment.glare.p: a probability in 0..1, got {p}')
+        if not 0 <= strength[0] <= strength[1] <= 1:
+            raise InvalidValueError(f'augment.glare.strength: need 0 <= low <= high <= 1, '
+                                    f'got {list(strength)}')
+        if not 0 < radius[0] <= radius[1]:
+            raise InvalidValueError(f'augment.glare.radius: need 0 < low <= high (fractions of '
+                                    f'the diagonal), got {list(radius)}')
+        self.p, self.strength, self.radius = float(p), strength, radius
+
+    def __call__(self, image, mask):
+        if float(torch.rand(())) >= self.p:
+            return image, mask
+        height, width = image.shape[-2:]
+        draws = torch.rand(4)
+        strength = self.strength[0] + (self.strength[1] - self.strength[0]) * float(draws[0])
+        radius = self.radius[0] + (self.radius[1] - self.radius[0]) * float(draws[1])
+        sigma = radius * float(np.hypot(height, width))
+        centre_x, centre_y = float(draws[2]) * width, float(draws[3]) * height / 2
+        ys = (torch.arange(height, dtype=torch.float32) - centre_y) ** 2
+        xs = (torch.arange(width, dtype=torch.float32) - centre_x) ** 2
+        veil = strength * torch.exp(-(ys[:, None] + xs[None, :]) / (2 * sigma * sigma))
+        pixels = image.as_subclass(torch.Tensor).float()
+        veiled = (pixels + (255 - pixels) * veil).round_().clamp_(0, 255).to(torch.uint8)
+        return tv_tensors.wrap(veiled, like=image), mask
+
+
 def _pair(value, key: str) -> Tuple[float, float]:
     if isinstance(value, (int, float)):
         return float(value), float(value)
@@ -163,11 +205,20 @@ def train_steps(augment: dict, mean, ignore_index: int) -> list:
         steps.append(v2.ColorJitter(**jitter))
     low_light = augment.get('low_light') or {}
     _check_keys(low_light, LOW_LIGHT_KEYS, 'augment.low_light')
-    chance = float(low_light.get('p', 0.5))
-    if low_light and chance > 0:
-        steps.append(LowLight(chance, _pair(low_light.get('gamma', [1.5, 3.0]),
-                                            'augment.low_light.gamma'),
-                              float(low_light.get('noise', 0))))
+    if low_light:       # built even at p 0, so that a bad value is named, then left out
+        step = LowLight(float(low_light.get('p', 0.5)),
+                        _pair(low_light.get('gamma', [1.5, 3.0]), 'augment.low_light.gamma'),
+                        float(low_light.get('noise', 0)))
+        if step.p > 0:
+            steps.append(step)
+    glare = augment.get('glare') or {}
+    _check_keys(glare, GLARE_KEYS, 'augment.glare')
+    if glare:
+        step = Glare(float(glare.get('p', 0.5)),
+                     _pair(glare.get('strength', [0.3, 0.9]), 'augment.glare.strength'),
+                     _pair(glare.get('radius', [0.1, 0.4]), 'augment.glare.radius'))
+        if step.p > 0:
+            steps.append(step)
     elastic = augment.get('elastic') or {}
     _check_keys(elastic, ('alpha', 'sigma'), 'augment.elastic')
     alpha, sigma = float(elastic.get('alpha') or 0), float(elastic.get('sigma') or 0)
