@@ -15,10 +15,15 @@
 #                         the same runtime cost (compare_graphs.py)
 #   summary.md            the headline figures of the above
 # Steps whose output exists are not redone, so the script can be rerun after a cut-off.
+# To ship a candidate: copy model.onnx and model.cpu.int8.onnx over
+# seg_perception/assets/default_model.onnx and default_model.cpu.int8.onnx, then set the
+# figures the repository states for the default model from summary.md and bonnet.md:
+# test/test_default_model.py (DRIVABLE_IOU_MEASURED, INT8_DRIVABLE_IOU_MEASURED), README
+# ("The default model"), benchmarks/DEFAULT_MODEL.md and benchmarks/INT8.md.
 #   CAMVID=DIR   CamVid (SegNet layout), default ../shared/data/camvid
 # Run from anywhere; uses the checkout the script is in (PYTHONPATH) and the active Python.
 set -euo pipefail
-[[ $# -ge 1 && $# -le 2 ]] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -ge 1 && $# -le 2 ]] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 run=$(realpath "$1")
 out=$(realpath -m "${2:-$run/candidate}")
 cd "$(dirname "$0")/.."
