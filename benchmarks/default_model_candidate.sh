@@ -23,7 +23,7 @@
 #   CAMVID=DIR   CamVid (SegNet layout), default ../shared/data/camvid
 # Run from anywhere; uses the checkout the script is in (PYTHONPATH) and the active Python.
 set -euo pipefail
-[[ $# -ge 1 && $# -le 2 ]] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -ge 1 && $# -le 2 ]] || { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 run=$(realpath "$1")
 out=$(realpath -m "${2:-$run/candidate}")
 cd "$(dirname "$0")/.."
