@@ -129,16 +129,18 @@ def test_color_jitter_takes_a_range_to_darken_towards_night():
                          True, MEAN, STD)
 
 
+def back_to_grey(tensor):
+    """A normalised image tensor back on the 0..255 scale."""
+    return (tensor * torch.tensor(STD)[:, None, None]
+            + torch.tensor(MEAN)[:, None, None]) * 255
+
+
 def test_low_light_darkens_mid_tones_more_than_lights_and_adds_noise():
     image = np.zeros((40, 40, 3), np.uint8)
     image[:, :20] = 100           # a mid-grey road
     image[:, 20:] = 250           # a street light
     label = np.zeros((40, 40), np.uint8)
     label[:, 20:] = 1
-
-    def back_to_grey(tensor):
-        return (tensor * torch.tensor(STD)[:, None, None]
-                + torch.tensor(MEAN)[:, None, None]) * 255
 
     cfg = {'augment': {'low_light': {'p': 1.0, 'gamma': [2.0, 2.0]}}}
     dark, mask = build_transforms(cfg, True, MEAN, STD)(image, label)
@@ -163,10 +165,6 @@ def test_glare_fades_towards_white_near_its_source_and_keeps_the_mask():
     image[:, ::2] = 40                 # dark stripes: contrast the veil takes away
     image[:, 1::2] = 120
     label = np.tile(np.arange(80, dtype=np.uint8) % 3, (60, 1))
-
-    def back_to_grey(tensor):
-        return (tensor * torch.tensor(STD)[:, None, None]
-                + torch.tensor(MEAN)[:, None, None]) * 255
 
     cfg = {'augment': {'glare': {'p': 1.0, 'strength': [0.8, 0.8], 'radius': [0.15, 0.15]}}}
     transform = build_transforms(cfg, True, MEAN, STD)
