@@ -98,6 +98,8 @@ def test_the_units_stop_signal_ends_the_launch_cleanly_with_0(ros, colour_model,
     output = launched.output()
     assert f'{stop.name}: shutting down' in output and 'Traceback' not in output, output
     assert not os.path.exists(f'/proc/{node_pid}')
+    # the core's own log lines (backend choice) came through the node's ROS logger
+    assert '[segmentation_node]: runtime.pipeline: pipeline: ' in output, output
 
 
 def test_respawn_brings_a_killed_node_back(ros, colour_model):

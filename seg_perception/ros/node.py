@@ -40,7 +40,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import LabelInfo, VisionClass
 
 from seg_perception.errors import InvalidValueError, SegPerceptionError
-from seg_perception.ros import conversions, model_swap, outputs, params
+from seg_perception.ros import conversions, core_logging, model_swap, outputs, params
 from seg_perception.ros.camera_health import CameraHealth
 from seg_perception.ros.diagnostics import (ERROR, OK, WARN, CameraStats, camera_health, health,
                                             key_values)
@@ -512,8 +512,11 @@ def run(stop: StopSignals, args=None, node_class=SegmentationNode) -> int:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
+    stop_forwarding = None
     try:
         node = node_class()
+        # Backend choice, engine builds and the core's warnings into this node's log.
+        stop_forwarding = core_logging.forward_core_logs(node.get_logger())
         if stop.received is None:
             node.start()
             spin_until_stopped(node, stop)
@@ -529,5 +532,7 @@ def run(stop: StopSignals, args=None, node_class=SegmentationNode) -> int:
         # twice: the group's and launch's forwarded one) only set the flag again.
         if node is not None:
             node.destroy_node()
+        if stop_forwarding is not None:
+            stop_forwarding()
         rclpy.try_shutdown()
     return code

@@ -9,9 +9,10 @@ began, e.g. ``TensorRT build 42.0 s: Building engine > Tactic selection: step 17
 
 :class:`BuildProgress` holds that logic as a plain object (tested without TensorRT);
 :func:`progress_monitor` wraps it in the ``trt.IProgressMonitor`` subclass the builder
-config takes. Lines go to this module's logger when logging is configured (the
-command line configures it), else to stderr, so that a node building its engine on
-first start (where nothing configures Python logging) shows them too.
+config takes. Lines go to this module's logger when a handler takes them (the command
+line configures logging; the node forwards the core's records to its ROS log,
+``ros/core_logging.py``), else to stderr, so that a program that configured nothing still
+shows a long build's progress.
 """
 from __future__ import annotations
 
