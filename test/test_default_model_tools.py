@@ -18,33 +18,37 @@ from seg_perception.model_info import default_model_path  # noqa: E402
 from seg_perception.runtime.backends import cpu_int8_form  # noqa: E402
 
 
-def compare(capsys, first, second):
-    sys.argv = ['compare_graphs.py', str(first), str(second)]
-    code = compare_graphs.main()
-    return code, capsys.readouterr().out
+@pytest.fixture
+def compare(monkeypatch, capsys):
+    """compare_graphs.py's exit code and printed report for two model files."""
+    def run(first, second):
+        monkeypatch.setattr(sys, 'argv', ['compare_graphs.py', str(first), str(second)])
+        code = compare_graphs.main()
+        return code, capsys.readouterr().out
+    return run
 
 
-def test_other_weights_in_the_same_network_compare_equal(tmp_path, capsys):
+def test_other_weights_in_the_same_network_compare_equal(tmp_path, compare):
     model = onnx.load(default_model_path())
     first = model.graph.initializer[0]
     retrained = numpy_helper.from_array(numpy_helper.to_array(first) * 0.5 + 1, first.name)
     model.graph.initializer[0].CopyFrom(retrained)
     onnx.save(model, str(tmp_path / 'retrained.onnx'))
-    code, out = compare(capsys, default_model_path(), tmp_path / 'retrained.onnx')
+    code, out = compare(default_model_path(), tmp_path / 'retrained.onnx')
     assert code == 0 and 'same runtime cost' in out
 
 
-def test_a_wider_layer_or_another_graph_is_named(tmp_path, capsys):
+def test_a_wider_layer_or_another_graph_is_named(tmp_path, compare):
     model = onnx.load(default_model_path())
     first = numpy_helper.to_array(model.graph.initializer[0])
     wider = np.concatenate([first, first[:1]])               # one more output channel
     model.graph.initializer[0].CopyFrom(
         numpy_helper.from_array(wider, model.graph.initializer[0].name))
     onnx.save(model, str(tmp_path / 'wider.onnx'))
-    code, out = compare(capsys, default_model_path(), tmp_path / 'wider.onnx')
+    code, out = compare(default_model_path(), tmp_path / 'wider.onnx')
     assert code == 1
     assert f"weight 0: ('FLOAT', {first.shape}) against ('FLOAT', {wider.shape})" in out
-    code, out = compare(capsys, default_model_path(), cpu_int8_form(default_model_path()))
+    code, out = compare(default_model_path(), cpu_int8_form(default_model_path()))
     assert code == 1 and 'DequantizeLinear' in out and 'the graphs differ' in out
 
 
