@@ -5,7 +5,9 @@
 #   mkdir -p runs/tries
 #   setsid nohup nice -n 19 benchmarks/default_model_tries.sh > runs/tries/driver.log 2>&1 &
 #
-# Each try trains into runs/tries/NAME (its own train.log, last.pt every 225 steps). A run
+# Each try trains into runs/tries/NAME (its own train.log, last.pt every 225 steps), then
+# default_model_candidate.sh turns it into runs/tries/NAME/candidate (the model as it would
+# ship, INT8 form, per-class table, comma10k figure; candidate.log beside it). A run
 # folder that exists is resumed, one whose summary.json says finished is skipped, so the
 # script can be started again after a cut-off and loses at most 225 steps. A try that
 # distils from a teacher (train.distill) waits for the teacher's run to have finished: it is
@@ -44,11 +46,24 @@ finished() {    # RUN_FOLDER: has its run reached the end of its schedule?
     [[ -f $1/summary.json ]] && grep -q '"finished": true' "$1/summary.json"
 }
 
+failed() {      # NAME STATUS LOG (the status passed in: $(date) would reset $?)
+    echo "$(date -u +%FT%TZ) $1: failed (exit $2), see $3"
+}
+
+candidate() {   # NAME OUTPUT: the finished run as it would ship, and its figures
+    if finished "$2" && [[ ! -f $2/candidate/summary.md ]]; then
+        echo "$(date -u +%FT%TZ) $1: candidate model and its figures into $2/candidate"
+        nice -n 19 benchmarks/default_model_candidate.sh "$2" > "$2/candidate.log" 2>&1 \
+            || failed "$1" $? "$2/candidate.log"
+    fi
+}
+
 train_try() {   # NAME OUTPUT [extra overrides...]
     local name=$1 output=$2 file=config/train/tries/$1.yaml teacher
     shift 2
     if finished "$output"; then
         echo "$(date -u +%FT%TZ) $name: finished before, skipped"
+        candidate "$name" "$output"
         return
     fi
     teacher=$(teacher_of "$file")
@@ -61,7 +76,8 @@ train_try() {   # NAME OUTPUT [extra overrides...]
     mkdir -p "$output"
     nice -n 19 python -m seg_perception.cli train --config config/train/camvid.yaml \
         --output "$output" --resume "${delta[@]}" train.checkpoint_every=225 "$@" \
-        || echo "$(date -u +%FT%TZ) $name: failed (exit $?), see $output/train.log"
+        || failed "$name" $? "$output/train.log"
+    candidate "$name" "$output"
 }
 
 if [[ -n ${FINAL:-} ]]; then
