@@ -4,7 +4,7 @@ everything slow after.
 Importing rclpy, the messages, NumPy and OpenCV takes about a second, and a
 Ctrl-C in that time used to end in a KeyboardInterrupt traceback. This module
 imports nothing slow: it installs the handlers, then imports the node (see
-node.run, which skips loading the model when a signal has already arrived).
+node_process.run, which skips loading the model when a signal has already arrived).
 """
 import signal
 import sys
@@ -19,11 +19,12 @@ def main(args=None, lifecycle: bool = False) -> int:
     """
     stop = StopSignals()
     try:
+        # slow imports: rclpy, messages, NumPy, OpenCV
+        from seg_perception.ros import node_process
         if lifecycle:
-            from seg_perception.ros import lifecycle_node   # slow, as node below
-            return lifecycle_node.run(stop, args)
-        from seg_perception.ros import node     # slow: rclpy, messages, NumPy, OpenCV
-        return node.run(stop, args)
+            from seg_perception.ros.lifecycle_node import LifecycleSegmentationNode
+            return node_process.run(stop, args, node_class=LifecycleSegmentationNode)
+        return node_process.run(stop, args)
     finally:
         # The node is down and the process about to end: a stop signal still on its way
         # (ros2 launch forwards Ctrl-C after the terminal's, later when launch runs rclpy

@@ -14,14 +14,13 @@ while unconfigured ``ros2 param set`` changes them (a model path that made confi
 say); while configured a change is refused with the reason. A configure that fails
 (bad parameter, unusable model) logs the reason as one line and leaves the node
 unconfigured. While active, ``model``, ``backend`` and ``precision`` swap the model as
-on the plain node. Besides node.py and ground_node.py, the one module that imports rclpy
-(the import-linter ROS contract names it).
+on the plain node. node_process.py runs it (entry_point.py picks this class); one of the
+few modules that import rclpy (the import-linter ROS contract names them).
 """
 from rclpy.lifecycle import LifecycleNodeMixin, TransitionCallbackReturn
 
-from seg_perception.ros import node, params
+from seg_perception.ros import params
 from seg_perception.ros.node import CLASS_MAP, SegmentationNode, StartupError, create_pipeline
-from seg_perception.signals import StopSignals
 
 EXECUTABLE = 'segmentation_lifecycle_node'
 # What configure reads (camera parameters are named per camera), and the class map it declares.
@@ -114,8 +113,3 @@ class LifecycleSegmentationNode(LifecycleNodeMixin, SegmentationNode):
                     + (' (or swap the model while active)' if not active and
                        set(locked) <= set(params.SWAPPABLE) else ''))
         return ''
-
-
-def run(stop: StopSignals, args=None) -> int:
-    """Run the managed node until ``stop`` is signalled; return the exit code."""
-    return node.run(stop, args, node_class=LifecycleSegmentationNode)

@@ -15,46 +15,38 @@ p × 255). The colour image is made only while someone subscribes to it.
 parameters are read-only): the set call loads the new model and answers once it is
 segmenting, or refuses with the reason and the old model keeps running (see
 _on_set_parameters). Ground-plane outputs (ground points, the drivable grid) are made by
-ground_node.py from CameraInfo and tf. Health per camera goes to /diagnostics.
+ground_node.py from CameraInfo and tf. Health per camera goes to /diagnostics
+(node_diagnostics.py); node_process.py runs the node in its process.
 
 Callbacks only keep the newest message per camera; one worker thread decodes,
 segments (all cameras as one batch) and publishes (see worker.py). Parameters
 are described in params.py and config/*.yaml.
 """
 import functools
-import sys
 import time
 from dataclasses import replace
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from vision_msgs.msg import LabelInfo, VisionClass
 
 from seg_perception.errors import InvalidValueError, SegPerceptionError
-from seg_perception.ros import conversions, core_logging, model_swap, outputs, params
+from seg_perception.ros import conversions, model_swap, node_diagnostics, outputs, params
 from seg_perception.ros.camera_health import CameraHealth
-from seg_perception.ros.diagnostics import (ERROR, OK, WARN, CameraStats, camera_health, health,
-                                            key_values)
-from seg_perception.ros.ground_node import GroundPublishers
-from seg_perception.signals import StopSignals
-from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
+from seg_perception.ros.diagnostics import CameraStats
 from seg_perception.ros.frame_slots import Frame, FrameSlots, stamp_to_ns
+from seg_perception.ros.ground_node import GroundPublishers
+from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
 from seg_perception.ros.worker import SUPERSEDED, FrameProcessor, InferenceWorker
 
 NODE_NAME = params.NODE_NAME
 LABEL_INFO_TOPIC = 'segmentation/label_info'
 CLASS_MAP = 'class_map'     # prefix of the class map parameters (class_map.names...)
-# DiagnosticStatus.level is a bytes field in Humble: map our ints to its constants.
-_LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
 class StartupError(SegPerceptionError):
@@ -294,20 +286,7 @@ class SegmentationNode(Node):
         self.worker.start()
 
     def _create_diagnostics(self) -> None:
-        import diagnostic_updater
-        self.updater = diagnostic_updater.Updater(self)
-        # The updater times itself on the node clock: on sim time /diagnostics would stop
-        # with /clock (a bag paused or played to its end) and keep counts from before the
-        # last frames. Its rates and latencies are wall-clock ones: so is its period.
-        self.destroy_timer(self.updater.timer)
-        self.updater.timer = self.create_timer(self.updater.period, self.updater.update,
-                                               clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.updater.setHardwareID(self.backend_values.get('device', 'none'))
-        for camera in self.config.cameras:
-            self.updater.add(f'{camera.name} segmentation',
-                             functools.partial(self._diagnose, camera.name))
-            self.updater.add(f'{camera.name} camera',
-                             functools.partial(self._diagnose_camera, camera.name))
+        self.updater = node_diagnostics.create_updater(self)
 
     # -- runtime -------------------------------------------------------------------------
     def _on_image(self, camera: str, msg) -> None:
@@ -464,75 +443,7 @@ class SegmentationNode(Node):
             values['device'] = str(described['device'])
         return values
 
-    def _diagnose(self, camera: str, stat):
-        snapshot = self.stats[camera].snapshot()
-        level, message = health(snapshot, self.config.min_rate_hz,
-                                self.config.latency_budget_ms)
-        if self.worker is not None and not self.worker.alive:
-            level, message = ERROR, 'inference thread stopped'
-        stat.summary(_LEVELS[level], message)
-        for key, value in key_values(snapshot, self.backend_values):
-            stat.add(key, value)
-        if self.ground is not None:
-            stat.add('ground', self.ground.outputs.status(camera))
-        return stat
-
-    def _diagnose_camera(self, camera: str, stat):
-        state = self.health[camera]
-        level, message = camera_health(state.report(), self.stats[camera].received)
-        stat.summary(_LEVELS[level], message)
-        stat.add('stamps_out_of_order', str(state.stamps_out_of_order))
-        return stat
-
     def destroy_node(self):
         if self.worker is not None:
             self.worker.stop()
         return super().destroy_node()
-
-
-def spin_until_stopped(node: Node, stop: StopSignals, period_s: float = 0.1) -> None:
-    """Spin the node until a stop signal arrives or something shuts rclpy down."""
-    # Two threads: images keep arriving (intake callback group) while a model swap loads.
-    executor = MultiThreadedExecutor(num_threads=2, context=node.context)
-    executor.add_node(node)
-    try:
-        while stop.received is None and rclpy.ok(context=node.context):
-            executor.spin_once(timeout_sec=period_s)
-    finally:
-        executor.remove_node(node)
-        executor.shutdown()
-
-
-def run(stop: StopSignals, args=None, node_class=SegmentationNode) -> int:
-    """Run the node until ``stop`` is signalled; return the exit code.
-
-    A signal that arrived before (during the imports) ends it before the model
-    is loaded. ``node_class``: SegmentationNode or its managed variant.
-    """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = None
-    code = 0
-    stop_forwarding = None
-    try:
-        node = node_class()
-        # Backend choice, engine builds and the core's warnings into this node's log.
-        stop_forwarding = core_logging.forward_core_logs(node.get_logger())
-        if stop.received is None:
-            node.start()
-            spin_until_stopped(node, stop)
-        if stop.received:
-            node.get_logger().info(f'{stop.received}: shutting down')
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as exc:
-        code = 1
-        print(f'[{NODE_NAME}] cannot start: {exc}', file=sys.stderr, flush=True)
-    finally:
-        # Further signals (Ctrl-C in a terminal reaches a node under ros2 launch
-        # twice: the group's and launch's forwarded one) only set the flag again.
-        if node is not None:
-            node.destroy_node()
-        if stop_forwarding is not None:
-            stop_forwarding()
-        rclpy.try_shutdown()
-    return code
