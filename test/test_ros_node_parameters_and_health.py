@@ -9,6 +9,7 @@ import pytest
 from seg_perception import model_info
 from seg_perception.ros import params, worker
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, CameraStats, health, key_values
+from seg_perception.ros.node_config import QosConfig
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def test_defaults_give_one_camera_with_sensor_data_qos(model_file):
     config = params.build_config({'model': model_file})
     (camera,) = config.cameras
     assert (camera.name, camera.topic, camera.transport) == ('camera', 'camera/image_raw', 'raw')
-    assert config.input_qos == params.QosConfig('best_effort', 1)
+    assert config.input_qos == QosConfig('best_effort', 1)
     kwargs = config.pipeline_kwargs()
     assert kwargs['model_path'] == model_file and kwargs['backend'] == 'auto'
     assert kwargs['drivable_classes'] is None and kwargs['engine_cache_dir'] is None

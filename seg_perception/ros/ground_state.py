@@ -24,7 +24,7 @@ from seg_perception.ground.grid import CameraView, DrivableGrid
 from seg_perception.ground.projection import GroundProjector
 from seg_perception.ground.transforms import rigid_transform
 from seg_perception.ros.ground_outputs import camera_info_key, camera_model
-from seg_perception.ros.params import NodeConfig
+from seg_perception.ros.node_config import NodeConfig
 from seg_perception.ros.worker import WarnThrottle
 
 FEEDS_GRID = 'feeds the grid'

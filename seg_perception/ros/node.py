@@ -41,6 +41,7 @@ from seg_perception.ros.camera_health import CameraHealth
 from seg_perception.ros.diagnostics import CameraStats
 from seg_perception.ros.frame_slots import Frame, FrameSlots, stamp_to_ns
 from seg_perception.ros.ground_node import GroundPublishers
+from seg_perception.ros.node_config import NodeConfig, QosConfig
 from seg_perception.ros.upstream import ReceiveBufferCheck, receive_buffer_ceiling
 from seg_perception.ros.worker import SUPERSEDED, FrameProcessor, InferenceWorker
 
@@ -53,13 +54,13 @@ class StartupError(SegPerceptionError):
     """The node cannot start: a parameter or the model is unusable (message says which)."""
 
 
-def create_pipeline(config: params.NodeConfig):
+def create_pipeline(config: NodeConfig):
     """The inference pipeline for ``config`` (imported late: it loads the backends)."""
     from seg_perception.runtime.pipeline import SegmentationPipeline
     return SegmentationPipeline(**config.pipeline_kwargs())
 
 
-def qos_profile(qos: params.QosConfig, latched: bool = False) -> QoSProfile:
+def qos_profile(qos: QosConfig, latched: bool = False) -> QoSProfile:
     """Keep-last QoS from the validated settings."""
     reliability = ReliabilityPolicy.RELIABLE if qos.reliability == 'reliable' \
         else ReliabilityPolicy.BEST_EFFORT
@@ -181,7 +182,7 @@ class SegmentationNode(Node):
                 raise params.ParameterError(f'parameter {spec.name!r}: {exc}') from None
         return values
 
-    def _read_parameters(self) -> params.NodeConfig:
+    def _read_parameters(self) -> NodeConfig:
         values = self._declare_parameters()
         # rclpy ignores overrides nobody declares: name the likely typos.
         given = getattr(self, '_parameter_overrides', {})
@@ -240,7 +241,7 @@ class SegmentationNode(Node):
                     functools.partial(self.camera_infos.__setitem__, camera.name),
                     qos_profile(cfg.input_qos), callback_group=self.intake_group)
         self.label_info_publisher = self.create_publisher(
-            LabelInfo, LABEL_INFO_TOPIC, qos_profile(params.QosConfig('reliable', 1), True))
+            LabelInfo, LABEL_INFO_TOPIC, qos_profile(QosConfig('reliable', 1), True))
         self._publish_label_info(info)
         self.ground = GroundPublishers(self, cfg, out_qos) if cfg.uses_ground else None
 

@@ -3,12 +3,12 @@
 ``NODE_PARAMS`` and ``camera_params(name)`` describe every parameter (default,
 description, allowed values); the node declares them in one loop and hands the
 values to :func:`build_config`, which checks them all and returns a
-:class:`NodeConfig` or raises :class:`ParameterError` naming the parameter.
+:class:`~.node_config.NodeConfig` or raises :class:`ParameterError` naming the parameter.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from seg_perception import model_info
@@ -19,6 +19,8 @@ from seg_perception.ground.grid import FUSION_MODES, GridGeometry
 from seg_perception.ground.projection import GroundPlane
 from seg_perception.labels import EGO_ID, EGO_NAME
 from seg_perception.ros.camera_health import HealthThresholds
+from seg_perception.ros.node_config import (CameraConfig, GridConfig, GroundConfig, NodeConfig,
+                                            QosConfig)
 from seg_perception.ros import outputs
 from seg_perception.errors import InvalidValueError
 from seg_perception.ros.param_spec import ParameterError, ParamSpec, checked_values, expect_type
@@ -134,92 +136,6 @@ def camera_params(name: str) -> Tuple[ParamSpec, ...]:
         ParamSpec(prefix + 'ego_polygon', None, 'The ego vehicle as a polygon: flat list of '
                   'x, y pairs in normalised image coordinates (0..1, floats)'),
     )
-
-
-@dataclass(frozen=True)
-class CameraConfig:
-    """Where one camera's images come from."""
-
-    name: str
-    topic: str
-    transport: str
-    camera_info_topic: str
-    ego: Optional[EgoMask] = None       # the ego-vehicle mask, if one is given
-
-
-@dataclass(frozen=True)
-class QosConfig:
-    reliability: str
-    depth: int
-
-
-@dataclass(frozen=True)
-class GroundConfig:
-    """Ground-plane outputs: where the ground is, which outputs to make."""
-
-    frame: str = 'base_footprint'
-    plane: GroundPlane = GroundPlane(0.0, 40.0)
-    transform_tolerance_s: float = 0.5
-    publish_points: bool = False
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    """The fused bird's-eye drivable grid."""
-
-    rate_hz: float = 5.0
-    frame: str = 'odom'
-    geometry: GridGeometry = GridGeometry()
-    fusion: str = 'log_odds'
-    decay_s: float = 2.0
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    """Validated node settings."""
-
-    cameras: Tuple[CameraConfig, ...]
-    model_path: str
-    backend: str
-    precision: str
-    engine_cache_dir: str
-    threads: int
-    output_resolution: str
-    publish_drivable: bool
-    publish_color: bool
-    publish_confidence: bool
-    drivable_classes: Optional[Tuple[Any, ...]]
-    max_frame_age_ms: float
-    input_qos: QosConfig
-    output_qos: QosConfig
-    min_rate_hz: float
-    latency_budget_ms: float
-    diagnostics_window_s: float
-    ground: GroundConfig = GroundConfig()
-    max_batch: int = 0
-    grid: GridConfig = GridConfig()
-    health: HealthThresholds = HealthThresholds()
-    publish_probabilities: Tuple[str, ...] = ()
-
-    @property
-    def uses_ground(self) -> bool:
-        """Whether any ground output is wanted (and tf must be listened to)."""
-        return self.ground.publish_points or self.grid.rate_hz > 0
-
-    @property
-    def has_ego(self) -> bool:
-        return any(c.ego is not None for c in self.cameras)
-
-    def pipeline_kwargs(self) -> Dict[str, Any]:
-        """Keyword arguments for SegmentationPipeline."""
-        backend = BACKEND_ALIASES.get(self.backend, self.backend)
-        return dict(model_path=self.model_path, backend=backend, precision=self.precision,
-                    output_resolution=self.output_resolution,
-                    drivable_classes=list(self.drivable_classes) if self.drivable_classes
-                    else None,
-                    want_confidence=self.publish_confidence, want_color=self.publish_color,
-                    threads=self.threads or None,
-                    engine_cache_dir=self.engine_cache_dir or None)
 
 
 def camera_names(values: Dict[str, Any]) -> List[str]:
