@@ -29,10 +29,13 @@ import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from design_graphs import (all_activations_model, camera_head, logits_model,  # noqa: E402
+                           network_head, normalisation_nodes, per_channel_normalisation,
+                           preprocessing_model)
+from design_report import report  # noqa: E402
 from seg_perception.bench.pipeline_bench import NOTES_MARKER, machine  # noqa: E402
 from seg_perception.model_info import load_model_info, resolve_model_path  # noqa: E402
 from seg_perception.replay.bag_io import open_bag  # noqa: E402
@@ -101,108 +104,6 @@ def session(model, threads: int, spin: bool = False,
         options.profile_file_prefix = profile_prefix
     data = model if isinstance(model, (str, bytes)) else model.SerializeToString()
     return ort.InferenceSession(data, options, providers=['CPUExecutionProvider'])
-
-
-# -- graph surgery ----------------------------------------------------------------------------
-
-def consumers(graph, tensor: str):
-    return [node for node in graph.node if tensor in node.input]
-
-
-def only_node(graph, op_type: str, index: int = 0):
-    return [node for node in graph.node if node.op_type == op_type][index]
-
-
-def logits_model(model_path: str, folder: str) -> str:
-    """The shipped graph cut at the ArgMax's input: network-size logits out."""
-    graph = onnx.load(model_path).graph
-    logits = only_node(graph, 'ArgMax').input[0]
-    path = os.path.join(folder, 'logits.onnx')
-    onnx.utils.extract_model(model_path, path, [graph.input[0].name], [logits])
-    return path
-
-
-def preprocessing_model(model_path: str, folder: str) -> str:
-    """The shipped graph's own preprocessing: transpose, cast, bilinear resize."""
-    graph = onnx.load(model_path).graph
-    path = os.path.join(folder, 'preprocessing.onnx')
-    onnx.utils.extract_model(model_path, path, [graph.input[0].name],
-                             [only_node(graph, 'Resize').output[0]])
-    return path
-
-
-def camera_head(model_path: str, classes: int) -> onnx.ModelProto:
-    """Logits -> the graph's own bilinear Resize to camera size -> ArgMax -> uint8.
-
-    The camera-resolution export does exactly this after the network; the Resize
-    attributes are copied from the shipped graph's logits resize.
-    """
-    source = only_node(onnx.load(model_path).graph, 'Resize', -1)
-    resize = helper.make_node('Resize', ['logits', '', '', 'sizes'], ['big'], name='resize')
-    resize.attribute.extend(source.attribute)
-    nodes = [resize,
-             helper.make_node('ArgMax', ['big'], ['ids'], axis=1, keepdims=0),
-             helper.make_node('Cast', ['ids'], ['labels'], to=onnx.TensorProto.UINT8)]
-    graph = helper.make_graph(
-        nodes, 'camera_head',
-        [helper.make_tensor_value_info('logits', onnx.TensorProto.FLOAT,
-                                       [1, classes, 'h', 'w']),
-         helper.make_tensor_value_info('sizes', onnx.TensorProto.INT64, [4])],
-        [helper.make_tensor_value_info('labels', onnx.TensorProto.UINT8, [1, 'H', 'W'])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
-
-
-def network_head(classes: int) -> onnx.ModelProto:
-    """Logits -> ArgMax -> uint8 at network size (the network-resolution export)."""
-    nodes = [helper.make_node('ArgMax', ['logits'], ['ids'], axis=1, keepdims=0),
-             helper.make_node('Cast', ['ids'], ['labels'], to=onnx.TensorProto.UINT8)]
-    graph = helper.make_graph(
-        nodes, 'network_head',
-        [helper.make_tensor_value_info('logits', onnx.TensorProto.FLOAT,
-                                       [1, classes, 'h', 'w'])],
-        [helper.make_tensor_value_info('labels', onnx.TensorProto.UINT8, [1, 'h', 'w'])])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
-
-
-def per_channel_normalisation(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The same model with its scalar normalisation constants as 1×3×1×1 tensors.
-
-    The normalisation is the Mul fed by the first Resize and the Add after it; the
-    values are unchanged, only their shape (what export wrote before scalars).
-    """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    mul = consumers(graph, only_node(graph, 'Resize').output[0])[0]
-    add = consumers(graph, mul.output[0])[0]
-    names = {mul.input[1], add.input[1]}
-    for index, tensor in enumerate(graph.initializer):
-        if tensor.name in names:
-            value = numpy_helper.to_array(tensor)
-            channels = np.broadcast_to(value, (3,)).reshape(1, 3, 1, 1).astype(value.dtype)
-            graph.initializer[index].CopyFrom(numpy_helper.from_array(channels, tensor.name))
-    return model
-
-
-def normalisation_nodes(model: onnx.ModelProto) -> List[str]:
-    graph = model.graph
-    mul = consumers(graph, only_node(graph, 'Resize').output[0])[0]
-    return [mul.name, consumers(graph, mul.output[0])[0].name]
-
-
-def all_activations_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with every float node output made a graph output (what calibrators do)."""
-    model = onnx.shape_inference.infer_shapes(model)
-    graph = model.graph
-    types = {info.name: info.type.tensor_type.elem_type
-             for info in list(graph.value_info) + list(graph.output)}
-    present = {output.name for output in graph.output}
-    for node in graph.node:
-        for name in node.output:
-            if name and name not in present and types.get(name) == onnx.TensorProto.FLOAT:
-                graph.output.append(helper.make_tensor_value_info(
-                    name, onnx.TensorProto.FLOAT, None))
-                present.add(name)
-    return model
 
 
 def profiled_node_ms(profile_path: str, names: Sequence[str]) -> float:
@@ -395,111 +296,6 @@ def measure_calibration_memory(model_path, frames, threads) -> dict:
     return result
 
 
-# -- the report -------------------------------------------------------------------------------
-
-def _ms(value: float) -> str:
-    return f'{value:.2f}' if value < 10 else f'{value:.1f}'
-
-
-def _table(rows: Dict[str, float], unit: str = 'median ms') -> List[str]:
-    lines = [f'| | {unit} |', '| --- | --- |']
-    lines += [f'| {key} | {_ms(value)} |' for key, value in rows.items()]
-    return lines
-
-
-def report(results: dict, context: dict, notes: str) -> str:
-    m, load = context['machine'], context['load']
-    up = results['upsampling']
-    spin = results['spinning']
-    norm = results['normalisation']
-    drv = results['drivable']
-    lines = [
-        '# Design measurements', '',
-        'The figures behind the design choices that docstrings and comments in '
-        '`seg_perception/` explain; the code says why, this file says how much.', '',
-        f'- date: {context["date"]}',
-        f'- command: `{context["command"]}`',
-        f'- machine: {m["cpu"]}, {m["cores"]} cores, {m["memory"]}; {m["os"]}; '
-        f'Python {m["python"]}; {m["versions"]}',
-        f'- load average (1/5/15 min) before: {", ".join(f"{v:.1f}" for v in load[0])}; '
-        f'after: {", ".join(f"{v:.1f}" for v in load[1])}',
-        f'- model: shipped default ({context["model"]}), network {context["size"][0]}x'
-        f'{context["size"][1]} (height x width), {context["classes"]} classes; ONNX Runtime '
-        'on the CPU, '
-        f'{context["threads"]} threads, no spinning unless stated',
-        f'- frames: the {context["frames"]} camera images of `seg_perception/assets/sample_bag` '
-        f'(960x540 and 1164x874), upscaled to 1920x1080 where a row says 1080p',
-        f'- timings: medians of {context["runs"]} or more interleaved runs', '',
-        '## Where the frame is resized (`runtime/pipeline.py`)', '',
-        'The network-resolution graph fed a 1080p frame resizes it itself; the pipeline '
-        'feeds it the network size after cv2.resize.', '',
-        *_table(results['resize']), '',
-        '## Logits upsampling against label upsampling (`runtime/pipeline.py`, '
-        '`deploy/export.py`)', '',
-        'Exact: bilinear upsampling of the logits to 1080p, then argmax (what a '
-        "camera-resolution export does, with the graph's own Resize). Fast: argmax at network "
-        'size, then nearest upsampling of the class ids (what the pipeline does with a '
-        'network-resolution export). Logits: the shipped graph cut at its ArgMax '
-        f'({"×".join(map(str, up["logits_shape"]))}); their argmax equals the shipped '
-        f'graph\'s labels on every frame: {"yes" if up["same_as_product"] else "NO"}.', '',
-        *_table(up['times']), '',
-        '| labels equal to the exact ones at 1080p | mean | worst frame |', '| --- | --- | --- |',
-        f'| cv2 INTER_NEAREST_EXACT (the pipeline) | {np.mean(up["agree_exact"]):.2%} '
-        f'| {min(up["agree_exact"]):.2%} |',
-        f'| cv2 INTER_NEAREST | {np.mean(up["agree_plain"]):.2%} '
-        f'| {min(up["agree_plain"]):.2%} |',
-        f'| INTER_NEAREST_EXACT at the frame\'s own size | {np.mean(up["agree_own"]):.2%} '
-        f'| {min(up["agree_own"]):.2%} |', '',
-        f'Network-size pixels on a class boundary: {np.mean(up["boundary"]):.2%} on average. '
-        'Of the 1080p pixels where the two differ, '
-        f'{np.mean(up["near_boundary"]):.2%} (worst frame '
-        f'{min(up["near_boundary"]):.2%}) lie within one network pixel of a class boundary.',
-        '',
-        '## Idle threads spinning (`runtime/onnxruntime_backend.py`)', '',
-        f'The pipeline on 1080p frames (ego region, holes < {FILL_HOLES_PX} px, colour '
-        'overlay), its ONNX Runtime threads spinning or not; CPU ms is the process\'s CPU '
-        'time per frame (user + system).', '',
-        '| threads | total ms | infer ms | postprocess ms | CPU ms per frame |',
-        '| --- | --- | --- | --- | --- |',
-        *[f'| {"spinning" if key else "not spinning (default)"} | {_ms(v["total"])} '
-          f'| {_ms(v["infer"])} | {_ms(v["postprocess"])} | {_ms(v["cpu"])} |'
-          for key, v in spin.items()], '',
-        '## Scalar normalisation constants (`models/deployable.py`)', '',
-        'The shipped INT8 model (`default_model.cpu.int8.onnx`, scalar constants) against the '
-        'same file with the constants as 1×3×1×1 tensors, fed network-size frames. '
-        '"normalisation" is the ONNX Runtime profile\'s median kernel time of the Mul and Add.',
-        '', '| constants | whole graph, median ms | whole graph, fastest ms '
-        '| normalisation, median ms |', '| --- | --- | --- | --- |',
-        *[f'| {key} | {_ms(norm["total"][key])} | {_ms(norm["fastest"][key])} '
-          f'| {_ms(norm["normalisation"][key])} |'
-          for key in norm['total']], '',
-        f'Labels identical on all {norm["frames"]} frames: '
-        f'{"yes" if norm["labels_equal"] else "no"}.', '',
-        '## Drivable mask at network size (`runtime/drivable.py`)', '',
-        'DrivableMasker on the network-size labels with the mask resized to 1080p, against '
-        'the same masker on the 1080p (nearest-upsampled) labels.', '',
-        '| options | at network size, then resized, ms | on the 1080p labels, ms | '
-        'mask pixels equal |', '| --- | --- | --- | --- |',
-        *[f'| {title} | {_ms(v["times"]["at network size, then resized"])} '
-          f'| {_ms(v["times"]["on the 1080p labels"])} | {v["equal"]:.3%} |'
-          for title, v in drv['masker'].items()], '',
-        f'Counting the areas of the {drv["components"]} non-drivable components of a 1080p '
-        'mask (uint16 ids):', '',
-        *_table(drv['count']), '',
-        '## Colour overlay lookup (`ros/outputs.py`)', '',
-        '1080p class ids to RGB through a 256-entry table (results equal: '
-        f'{"yes" if drv["colour_equal"] else "no"}):', '',
-        *_table(drv['colour']), '',
-        '## Activations a histogram calibrator keeps (`deploy/quantize.py`)', '',
-        'Every float tensor the model computes for one frame (the entropy and percentile '
-        'calibrators collect these for every frame until they bin them):', '',
-        '| frame | float tensors | MiB |', '| --- | --- | --- |',
-        *[f'| {title} | {count} | {size / 2 ** 20:.0f} |'
-          for title, (size, count) in results['calibration'].items()], '',
-    ]
-    return '\n'.join(lines) + '\n' + notes
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--output', default=os.path.join('benchmarks', 'DESIGN.md'),
@@ -539,6 +335,7 @@ def main(argv=None) -> int:
         'machine': machine(), 'load': (load_before, os.getloadavg()),
         'model': os.path.relpath(model_path), 'size': size, 'classes': classes,
         'threads': args.threads, 'frames': len(frames), 'runs': args.runs,
+        'fill_holes_px': FILL_HOLES_PX,
     }
     notes = ''
     if os.path.isfile(args.output):
