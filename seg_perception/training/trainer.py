@@ -10,7 +10,6 @@ import os
 from typing import Any, Dict, Optional
 
 import torch
-from torch.utils.data import DataLoader
 
 from seg_perception.errors import InvalidValueError
 from seg_perception.models.checkpoint import load_checkpoint, offline_config, save_checkpoint
@@ -29,8 +28,8 @@ from seg_perception.training.pictures import prediction_picture
 from seg_perception.training.precision import resolve_amp
 from seg_perception.training.progress import Progress, attach_log_file
 from seg_perception.training.rng import capture_rng, restore_rng, seed_everything
-from seg_perception.training.sampling import ResumableSampler, SeededSamples, ShardSampler
 from seg_perception.training.schedule import PolyWithWarmup
+from seg_perception.training.training_data import build_training_data
 
 LOGGER = logging.getLogger('seg_perception.training')
 
@@ -70,8 +69,7 @@ class Trainer:
 
     # -- construction ---------------------------------------------------------
     def _build(self) -> None:
-        from seg_perception.data import (build_dataset, build_transforms, held_out_validation,
-                                         label_space_for_config)
+        from seg_perception.data import label_space_for_config
         from seg_perception.models import build_model
         cfg, settings, ctx = self.config, self.settings, self.ctx
         data_cfg = cfg['data']
@@ -82,63 +80,13 @@ class Trainer:
         norm = getattr(model, 'normalization', None)
         norm = norm() if callable(norm) else norm
         self.mean, self.std = norm if norm else (IMAGENET_MEAN, IMAGENET_STD)
-        self.train_set = build_dataset(data_cfg, 'train',
-                                       build_transforms(data_cfg, True, self.mean, self.std))
-        # Training on the validation split (the final model, once val chose the recipe)
-        # leaves nothing to validate on: no evaluation, no best.pt, last.pt is the model.
-        self.val_set = None
-        if held_out_validation(data_cfg):
-            self.val_set = build_dataset(data_cfg, 'val',
-                                         build_transforms(data_cfg, False, self.mean, self.std))
-        self.space = getattr(self.train_set, 'label_space', space)
+        self.data = data = build_training_data(cfg, ctx, self.mean, self.std, space)
+        self.space = data.space     # the training set's own, where it has one
         self.info = ModelInfo.from_label_space(
             architecture, self.space, cfg['deploy']['input_size'], mean=self.mean,
             std=self.std, arch_config=offline_config(architecture, model_cfg),
             dataset=str(data_cfg.get('dataset', '')))
-
-        # Data order: one global permutation per epoch, sharded over processes.
-        per_process = settings['batch_size'] // (ctx.world_size * settings['accumulate'])
-        if per_process * ctx.world_size * settings['accumulate'] != settings['batch_size']:
-            raise InvalidValueError(
-                f'train.batch_size ({settings["batch_size"]}) must be divisible by the number '
-                f'of processes ({ctx.world_size}) times train.accumulate '
-                f'({settings["accumulate"]})')
-        self.micro_batch = per_process
-        self.sampler = ResumableSampler(self.train_set, ctx.world_size, ctx.rank,
-                                        settings['seed'])
-        self.steps_per_epoch = self.sampler.num_samples // (per_process * settings['accumulate'])
-        if self.steps_per_epoch < 1:
-            raise InvalidValueError(f'the training set has {len(self.train_set)} images, fewer '
-                                    f'than one batch of train.batch_size={settings["batch_size"]}')
         schedule = cfg['schedule']
-        self.total = schedule['iterations'] or schedule['epochs'] * self.steps_per_epoch
-        pin = self.device.type == 'cuda'
-        workers = settings['workers']
-
-        def train_loader(dataset):
-            return DataLoader(
-                SeededSamples(dataset), batch_size=per_process, sampler=self.sampler,
-                num_workers=workers, drop_last=True, pin_memory=pin,
-                persistent_workers=workers > 0,
-                generator=torch.Generator().manual_seed(settings['seed']))
-        self.train_loader = train_loader(self.train_set)
-        # The last train.full_frame_epochs epochs crop the network's whole input size, so
-        # the network ends on the context it sees once deployed.
-        self.full_frame_from = None
-        if settings['full_frame_epochs']:
-            full_cfg = dict(data_cfg, augment=dict(data_cfg.get('augment') or {},
-                                                   crop=list(cfg['deploy']['input_size'])))
-            self.full_frame_loader = train_loader(build_dataset(
-                full_cfg, 'train', build_transforms(full_cfg, True, self.mean, self.std)))
-            epochs = math.ceil(self.total / self.steps_per_epoch)
-            self.full_frame_from = max(0, epochs - settings['full_frame_epochs'])
-        self.val_loader = None
-        if self.val_set is not None:
-            self.val_loader = DataLoader(
-                self.val_set, batch_size=settings['val_batch_size'],
-                sampler=ShardSampler(len(self.val_set), ctx.world_size, ctx.rank),
-                num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
-                generator=torch.Generator().manual_seed(settings['seed']))
 
         # The network on its device, in its memory layout, wrapped for DDP.
         self.memory_format = (torch.channels_last if settings['channels_last']
@@ -148,7 +96,7 @@ class Trainer:
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             else:
                 LOGGER.info('train.sync_bn: SyncBatchNorm needs GPUs; on the CPU each process '
-                            'normalises over its own %d images', per_process)
+                            'normalises over its own %d images', data.micro_batch)
         model = model.to(self.device, memory_format=self.memory_format)
         self.model = model
         self.ema = build_ema(model, settings['ema_decay'])
@@ -156,14 +104,14 @@ class Trainer:
         if ctx.distributed:
             ids = [self.device.index] if self.device.type == 'cuda' else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.criterion = build_criterion(cfg, self.train_set, self.space, self.output_dir,
+        self.criterion = build_criterion(cfg, data.train_set, self.space, self.output_dir,
                                          ctx).to(self.device)
         self.distill = build_distillation(settings['distill'], self.info)
         if self.distill is not None:
             self.distill.to(self.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(model, cfg['optimizer'])
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, PolyWithWarmup(
-            self.total, schedule['power'], schedule['warmup_iterations'],
+            data.total, schedule['power'], schedule['warmup_iterations'],
             schedule['warmup_factor'], schedule['policy']))
         self.amp_dtype, use_scaler, self.amp_name = resolve_amp(settings['amp'], self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
@@ -189,7 +137,7 @@ class Trainer:
     def _state(self, iteration: int, rng_states=None) -> Dict[str, Any]:
         """The checkpoint dict; without ``rng_states`` only what export needs (best.pt)."""
         state = {'model': self.model.state_dict(), 'model_info': self.info.to_dict(),
-                 'iteration': iteration, 'epoch': iteration // self.steps_per_epoch,
+                 'iteration': iteration, 'epoch': iteration // self.data.steps_per_epoch,
                  'config': self.config,
                  'best_miou': self.best_miou if math.isfinite(self.best_miou) else None,
                  'metrics': nan_to_none(self.last_metrics) if self.last_metrics else None}
@@ -244,7 +192,7 @@ class Trainer:
                            path, len(rng), self.ctx.world_size)
             seed_everything(self.settings['seed'] + self.ctx.rank + iteration)
         LOGGER.info('resumed %s at iteration %d (epoch %d)', path, iteration,
-                    iteration // self.steps_per_epoch)
+                    iteration // self.data.steps_per_epoch)
         return iteration
 
     # -- validation -----------------------------------------------------------
@@ -254,7 +202,7 @@ class Trainer:
         network = self.eval_model
         network.eval()
         matrix = ConfusionMatrix(self.space.num_classes, self.space.ignore_index)
-        for images, masks in self.val_loader:
+        for images, masks in self.data.val_loader:
             images = images.to(self.device, memory_format=self.memory_format)
             with self._autocast():
                 logits = network(images)
@@ -277,8 +225,8 @@ class Trainer:
         for name, value in metrics['per_class_iou'].items():
             if not math.isnan(value):
                 self.writer.add_scalar(f'val_iou/{name}', value, iteration)
-        for k in range(min(self.settings['vis_images'], len(self.val_set))):
-            image, mask = self.val_set[k]
+        for k in range(min(self.settings['vis_images'], len(self.data.val_set))):
+            image, mask = self.data.val_set[k]
             batch = image.unsqueeze(0).to(self.device, memory_format=self.memory_format)
             with self._autocast():
                 prediction = self.eval_model(batch).argmax(1)[0]
@@ -343,29 +291,31 @@ class Trainer:
         barrier(ctx)
         seed_everything(settings['seed'] + ctx.rank)
         self._build()
+        data = self.data
         iteration = self._load(resume) if resume else 0
         LOGGER.info('training %s (%.2f M parameters) on %s, %d process(es), %s; %d train / %s '
                     'images; batch %d (%d per process x %d accumulated); %d steps per '
                     'epoch; iterations %d -> %d', self.info.architecture,
                     sum(p.numel() for p in self.model.parameters()) / 1e6, self.device,
-                    ctx.world_size, self.amp_name, len(self.train_set),
-                    'no held-out validation' if self.val_set is None
-                    else f'{len(self.val_set)} val', settings['batch_size'], self.micro_batch,
-                    settings['accumulate'], self.steps_per_epoch, iteration, self.total)
+                    ctx.world_size, self.amp_name, len(data.train_set),
+                    'no held-out validation' if data.val_set is None
+                    else f'{len(data.val_set)} val', settings['batch_size'],
+                    data.micro_batch, settings['accumulate'], data.steps_per_epoch, iteration,
+                    data.total)
         self._log_extras()
-        progress = Progress(self.total, iteration, settings['batch_size'], settings['log_every'],
+        progress = Progress(data.total, iteration, settings['batch_size'], settings['log_every'],
                             enabled=ctx.is_main)
-        start, stop_at = iteration, self.total
+        start, stop_at = iteration, data.total
         if settings['max_iterations_this_run']:
-            stop_at = min(self.total, start + settings['max_iterations_this_run'])
-        samples_per_step = self.micro_batch * settings['accumulate']
+            stop_at = min(data.total, start + settings['max_iterations_this_run'])
+        samples_per_step = data.micro_batch * settings['accumulate']
         while iteration < stop_at:
-            epoch, step = divmod(iteration, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch, start=step * samples_per_step,
-                                   limit=self.steps_per_epoch * samples_per_step)
-            batches = iter(self._loader_for(epoch))
+            epoch, step = divmod(iteration, data.steps_per_epoch)
+            data.sampler.set_epoch(epoch, start=step * samples_per_step,
+                                   limit=data.steps_per_epoch * samples_per_step)
+            batches = iter(data.loader_for(epoch))
             progress.pause()
-            for _ in range(step, self.steps_per_epoch):
+            for _ in range(step, data.steps_per_epoch):
                 self._set_train_mode()
                 loss = self._train_step(batches)
                 if not math.isfinite(loss) and not self.scaler.is_enabled():
@@ -387,31 +337,26 @@ class Trainer:
         progress.close()
         return self._finish(iteration, start)
 
-    def _loader_for(self, epoch: int) -> DataLoader:
-        if self.full_frame_from is not None and epoch >= self.full_frame_from:
-            return self.full_frame_loader
-        return self.train_loader
-
     def _log_extras(self) -> None:
         """Say which of the optional parts of the recipe this run has."""
-        if self.val_set is None:
+        if self.data.val_set is None:
             LOGGER.info('no held-out validation: data.train_splits %s includes the validation '
                         'split, so nothing is evaluated and last.pt is the model (no best.pt)',
                         self.config['data']['train_splits'])
         if self.ema is not None:
             LOGGER.info('weight average (train.ema_decay %g): evaluated, checkpointed as "ema" '
                         'and deployed', self.settings['ema_decay'])
-        if self.full_frame_from is not None:
+        if self.data.full_frame_from is not None:
             LOGGER.info('from epoch %d on, crops are whole %s frames (train.full_frame_epochs '
                         '%d)',
-                        self.full_frame_from, 'x'.join(
+                        self.data.full_frame_from, 'x'.join(
                             str(v) for v in self.config['deploy']['input_size']),
                         self.settings['full_frame_epochs'])
 
     def _after_step(self, iteration: int, stop_at: int) -> None:
         settings = self.settings
-        due = iteration % settings['eval_every'] == 0 or iteration == self.total
-        if self.val_loader is not None and due:
+        due = iteration % settings['eval_every'] == 0 or iteration == self.data.total
+        if self.data.val_loader is not None and due:
             metrics = self.evaluate(iteration)
             if metrics['miou'] > self.best_miou:
                 self.best_miou = metrics['miou']
@@ -419,12 +364,14 @@ class Trainer:
                     save_checkpoint(self.best_path, self._state(iteration))
                     LOGGER.info('iteration %d: new best mIoU %.4f, wrote %s', iteration,
                                 self.best_miou, self.best_path)
-        if (iteration % settings['checkpoint_every'] == 0 or iteration in (self.total, stop_at)):
+        if iteration % settings['checkpoint_every'] == 0 or \
+                iteration in (self.data.total, stop_at):
             self._save(iteration)
 
     def _finish(self, iteration: int, start: int) -> Dict[str, Any]:
-        summary = {'iteration': iteration, 'total_iterations': self.total,
-                   'finished': iteration >= self.total, 'iterations_this_run': iteration - start,
+        total = self.data.total
+        summary = {'iteration': iteration, 'total_iterations': total,
+                   'finished': iteration >= total, 'iterations_this_run': iteration - start,
                    'best_miou': self.best_miou if math.isfinite(self.best_miou) else None,
                    'metrics': nan_to_none(self.last_metrics) if self.last_metrics else None,
                    'last_checkpoint': self.last_path,
@@ -434,10 +381,9 @@ class Trainer:
                        json.dumps(summary, indent=2))
             state = 'finished' if summary['finished'] else 'stopped (resume with --resume)'
             best = 'n/a' if summary['best_miou'] is None else f'{self.best_miou:.4f}'
-            if self.val_set is None:
+            if self.data.val_set is None:
                 best = 'none (no held-out validation)'
-            LOGGER.info('%s at iteration %d/%d; best val mIoU %s', state, iteration, self.total,
-                        best)
+            LOGGER.info('%s at iteration %d/%d; best val mIoU %s', state, iteration, total, best)
         if self.writer is not None:
             self.writer.close()
         return summary
