@@ -316,7 +316,9 @@ def agree(model: str, precision: str, frames: str, engine_cache: str) -> dict:
     return label_agreement(pairs)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The check's own command line: check (the default), and the steps it runs in a
+    process of their own (frames, agree)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     sub = parser.add_subparsers(dest='what')
     check = sub.add_parser('check', help='run every step, write the report (the default)')
@@ -331,7 +333,11 @@ def main(argv=None) -> int:
     compare = sub.add_parser('agree')
     for option in ('--model', '--precision', '--frames', '--engine-cache'):
         compare.add_argument(option, required=True)
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ['check'])
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv if argv is not None else sys.argv[1:] or ['check'])
     if args.what == 'frames':
         print(json.dumps(export_frames(args.output)))
         return 0

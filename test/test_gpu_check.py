@@ -231,3 +231,28 @@ def test_sample_frames_are_exported_as_images(tmp_path):
     found = gpu_check.export_frames(str(tmp_path / 'frames'))
     files = sorted(os.listdir(tmp_path / 'frames'))
     assert found['frames'] == len(files) > 0 and files[0] == 'frame_000.png'
+
+
+def test_every_planned_command_parses_with_the_command_line_it_calls():
+    # The check has never run on a GPU here: a flag renamed under it would only show on the
+    # lent machine, with its minutes counted. Each step's argv is parsed by the real parser
+    # of the command it calls (seg-perception's subcommand, or the check's own).
+    import argparse
+    import importlib
+    steps = gpu_check.plan('/work', '/models/model.onnx')
+    assert steps
+    for step in steps:
+        argv = step.command[1:]
+        if argv[:2] == ['-m', 'seg_perception.cli']:
+            name, options = argv[2], argv[3:]
+            module = importlib.import_module(
+                'seg_perception.commands.' + name.replace('-', '_'))
+            parser = argparse.ArgumentParser(prog=f'seg-perception {name}')
+            module.configure_parser(parser)
+        else:
+            assert argv[0] == os.path.abspath(gpu_check.__file__), step.command
+            parser, options = gpu_check.build_parser(), argv[1:]
+        try:
+            parser.parse_args(options)
+        except SystemExit:
+            pytest.fail(f'step {step.name!r}: {" ".join(argv)} does not parse')
