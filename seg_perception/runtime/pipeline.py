@@ -50,23 +50,15 @@ from seg_perception.runtime.backend import Backend
 from seg_perception.runtime.backends import create_backend
 from seg_perception.runtime.drivable import (NEAREST, DrivableMasker, EgoMasks,
                                              resolve_drivable_ids)
+from seg_perception.runtime.pipeline_input import (ENCODINGS, InputError, check_ego_masks,
+                                                   check_frames, check_output_sizes)
+
+__all__ = ['ENCODINGS', 'InputError', 'SegResult', 'SegmentationPipeline']
 
 LOG = logging.getLogger(__name__)
 
-# encoding -> (channels, OpenCV conversion to RGB or None)
-ENCODINGS: Dict[str, Tuple[int, Optional[int]]] = {
-    'rgb8': (3, None),
-    'bgr8': (3, cv2.COLOR_BGR2RGB),
-    'mono8': (1, cv2.COLOR_GRAY2RGB),
-    'rgba8': (4, cv2.COLOR_RGBA2RGB),
-    'bgra8': (4, cv2.COLOR_BGRA2RGB),
-}
 RESIZE_MODES = ('auto', 'pipeline', 'graph')
 _MAX_BUFFERS = 64
-
-
-class InputError(InvalidValueError):
-    """A frame the pipeline cannot take: wrong dtype, shape, channels or encoding."""
 
 
 @dataclass
@@ -171,10 +163,10 @@ class SegmentationPipeline:
         InputError before any work is done, so the pipeline stays usable.
         """
         start = time.perf_counter()
-        frames, encodings = self._check(frames, encodings)
+        frames, encodings = check_frames(frames, encodings)
         # ego_masks: one per frame (None: that camera has none), H×W, non-zero = ego, any size.
-        ego_masks = self._check_ego_masks(ego_masks, len(frames))
-        output_sizes = self._check_output_sizes(output_sizes, frames)
+        ego_masks = check_ego_masks(ego_masks, len(frames))
+        output_sizes = check_output_sizes(output_sizes, frames)
         results: List[Optional[SegResult]] = [None] * len(frames)
         for indices, feed_size in self._batches(frames):
             timings = [dict() for _ in indices]
@@ -208,74 +200,6 @@ class SegmentationPipeline:
         return results
 
     # -- convert --------------------------------------------------------------
-    def _check(self, frames, encodings) -> Tuple[List[np.ndarray], List[str]]:
-        if isinstance(frames, np.ndarray) or not isinstance(frames, (list, tuple)):
-            raise InputError(f'frames must be a list of numpy arrays (one per camera), got '
-                             f'{type(frames).__name__}')
-        if encodings is None or isinstance(encodings, str):
-            encodings = [encodings or 'rgb8'] * len(frames)
-        encodings = list(encodings)
-        if len(encodings) != len(frames):
-            raise InputError(f'{len(encodings)} encodings for {len(frames)} frames')
-        checked = []
-        for index, (frame, encoding) in enumerate(zip(frames, encodings)):
-            where = f'frame {index}'
-            if encoding not in ENCODINGS:
-                raise InputError(f'{where}: unknown encoding {encoding!r}; supported: '
-                                 f'{", ".join(ENCODINGS)}')
-            if not isinstance(frame, np.ndarray):
-                raise InputError(f'{where}: expected a numpy array, got {type(frame).__name__}')
-            if frame.dtype != np.uint8:
-                raise InputError(f'{where}: dtype {frame.dtype}, expected uint8 for {encoding}')
-            channels = ENCODINGS[encoding][0]
-            if frame.ndim == 3 and frame.shape[2] == 1 and channels == 1:
-                frame = frame[:, :, 0]
-            if frame.ndim != (2 if channels == 1 else 3) or \
-                    (channels > 1 and frame.shape[2] != channels):
-                raise InputError(f'{where}: shape {frame.shape} does not fit {encoding} '
-                                 f'(expected H×W' + (f'×{channels}' if channels > 1 else '')
-                                 + ')')
-            if frame.shape[0] == 0 or frame.shape[1] == 0:
-                raise InputError(f'{where}: zero-size image {frame.shape}')
-            checked.append(frame)
-        return checked, encodings
-
-    @staticmethod
-    def _check_ego_masks(ego_masks, count: int) -> List[Optional[np.ndarray]]:
-        if ego_masks is None:
-            return [None] * count
-        ego_masks = list(ego_masks)
-        if len(ego_masks) != count:
-            raise InputError(f'{len(ego_masks)} ego masks for {count} frames')
-        for index, mask in enumerate(ego_masks):
-            if mask is not None and (not isinstance(mask, np.ndarray) or mask.ndim != 2
-                                     or mask.size == 0):
-                raise InputError(f'frame {index}: an ego mask must be a non-empty H×W array, '
-                                 f'got {getattr(mask, "shape", type(mask).__name__)}')
-        return ego_masks
-
-    @staticmethod
-    def _check_output_sizes(output_sizes, frames) -> List[Tuple[int, int]]:
-        if output_sizes is None:
-            return [frame.shape[:2] for frame in frames]
-        output_sizes = list(output_sizes)
-        if len(output_sizes) != len(frames):
-            raise InputError(f'{len(output_sizes)} output sizes for {len(frames)} frames')
-        checked = []
-        for index, (size, frame) in enumerate(zip(output_sizes, frames)):
-            if size is None:
-                checked.append(frame.shape[:2])
-                continue
-            try:
-                height, width = (int(v) for v in size)
-            except (TypeError, ValueError):
-                height = width = 0
-            if height < 1 or width < 1:
-                raise InputError(f'frame {index}: an output size must be (height, width) of '
-                                 f'at least 1 pixel, got {size!r}')
-            checked.append((height, width))
-        return checked
-
     def _batches(self, frames) -> List[Tuple[List[int], Tuple[int, int]]]:
         """Which frames go into one backend call, and the size they are fed at."""
         groups: Dict[Tuple[int, int], List[int]] = {}
