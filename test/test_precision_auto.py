@@ -2,6 +2,7 @@
 int8 (QDQ) on TensorRT. The CPU's flags are faked, so both answers are tested on any machine."""
 import argparse
 import json
+import logging
 import shutil
 import types
 
@@ -54,6 +55,16 @@ def test_a_vnni_cpu_runs_the_int8_form_beside_the_model(monkeypatch, flags, name
     assert described['model'].endswith('default_model.cpu.int8.onnx')
     assert described['precision_reason'] == f'auto: {name}, default_model.cpu.int8.onnx'
     assert pipeline.precision_text() == f'int8 (auto: {name}, default_model.cpu.int8.onnx)'
+
+
+def test_the_choice_and_its_reason_are_logged_once_at_info(monkeypatch, caplog):
+    # The pipeline's start-up line says it; the backend's own line is DEBUG (it was a repeat).
+    fake_cpu(monkeypatch, VNNI)
+    with caplog.at_level(logging.INFO, logger='seg_perception'):
+        SegmentationPipeline(None, backend='onnxruntime', precision='auto')
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    said = [line for line in info if 'auto: AVX512-VNNI, default_model.cpu.int8.onnx' in line]
+    assert len(said) == 1 and said[0].startswith('pipeline: onnxruntime (int8 (auto:'), info
 
 
 @pytest.mark.parametrize('backend', ['onnxruntime', 'auto'])

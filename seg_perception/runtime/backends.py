@@ -166,11 +166,13 @@ def auto_cpu_precision(model_path: str, info: ModelInfo) -> Tuple[str, ModelInfo
 
 def _auto_cpu(model_path: str, info: ModelInfo, threads: Optional[int],
               reason: str) -> OnnxRuntimeBackend:
-    """ONNX Runtime on the CPU at precision 'auto'; logs the choice."""
+    """ONNX Runtime on the CPU at precision 'auto'; the choice is in precision_reason."""
     model_path, info, why = auto_cpu_precision(model_path, info)
     chosen = OnnxRuntimeBackend(model_path, info, 'cpu', info.precision, threads, reason=reason)
     chosen.precision_reason = why
-    LOG.info('precision: %s (%s)', info.precision, why)
+    # DEBUG: whoever runs the backend reports it (the pipeline's start-up line, evaluate's
+    # "ran" line, the node's summary); at INFO the node's start-up said it three times.
+    LOG.debug('precision: %s (%s)', info.precision, why)
     return chosen
 
 
