@@ -42,6 +42,7 @@ from seg_perception.evaluation.metrics import ConfusionMatrix
 from seg_perception.evaluation.tables import markdown_table
 from seg_perception.model_info import default_model_path
 from seg_perception.replay.bag_io import open_bag, stamp_ns
+from seg_perception.runtime.cpu_features import cpu_description
 from seg_perception.runtime.pipeline import SegmentationPipeline
 
 DASH = '/camera/dash/image_raw/compressed'
@@ -108,7 +109,7 @@ def report(models: List[Tuple[str, str]], pairs, margin: int, command: str) -> s
     hood = [np.count_nonzero(t == HOOD) / t.size for _, t in pairs]
     lines = ['# Drivable IoU on the comma10k frames of the sample bag, bonnet counted', '',
              f'- date: {datetime.date.today().isoformat()}',
-             f'- machine: {platform.machine()}, {os.cpu_count()} cores, '
+             f'- machine: {cpu_description()}, {os.cpu_count()} cores, '
              f'{platform.platform()}, Python {platform.python_version()}',
              f'- command: `{command}`',
              f'- frames: {len(pairs)} ({pairs[0][0].shape[1]}×{pairs[0][0].shape[0]}); '

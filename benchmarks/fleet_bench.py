@@ -60,9 +60,10 @@ def main() -> None:
 
 
 def write(args, rows, load) -> None:
+    from seg_perception.runtime.cpu_features import cpu_description
     lines = ['# bag-eval over many bags: serial, parallel, Ray', '',
              f'- date: {datetime.date.today().isoformat()}',
-             f'- machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.processor() or "?"},'
+             f'- machine: {platform.node()}, {os.cpu_count()} CPUs, {cpu_description()},'
              f' Python {platform.python_version()}; shared with other jobs (load average '
              f'{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} at the start)',
              f'- command: `PYTHONPATH=$PWD:$PWD/test python benchmarks/fleet_bench.py --bags '

@@ -31,6 +31,7 @@ import numpy as np
 from seg_perception.ground.camera import CameraModel
 from seg_perception.ground.grid import CameraView, DrivableGrid, GridGeometry
 from seg_perception.ground.projection import GroundPlane, GroundProjector
+from seg_perception.runtime.cpu_features import cpu_description
 
 LABELS = (360, 480)
 
@@ -140,17 +141,9 @@ def cold_rows():
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as stream:
-            names = [line.split(':', 1)[1].strip() for line in stream
-                     if line.startswith('model name')]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return (f'{cpu}, {os.cpu_count()} CPUs visible, Python {platform.python_version()}, '
-            f'NumPy {np.__version__}, OpenCV {cv2.__version__}, '
-            f'{cv2.getNumThreads()} OpenCV threads')
+    return (f'{cpu_description()}, {os.cpu_count()} CPUs visible, '
+            f'Python {platform.python_version()}, NumPy {np.__version__}, '
+            f'OpenCV {cv2.__version__}, {cv2.getNumThreads()} OpenCV threads')
 
 
 def main(argv=None) -> int:

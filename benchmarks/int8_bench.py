@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,17 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from seg_perception.deploy import quantize  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as stream:
-            for line in stream:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
+from seg_perception.runtime.cpu_features import cpu_description  # noqa: E402
 
 
 def make_random_models(folder: str, size, calibration: str, count: int):
@@ -124,7 +113,7 @@ def main() -> int:
     expected = [reference.run(None, {'images': f})[0] for f in frames]
     shares = np.bincount(np.concatenate([e.ravel() for e in expected])) / sum(
         e.size for e in expected)
-    print(f'CPU: {cpu_name()}, {os.cpu_count()} logical CPUs, {args.threads} threads; '
+    print(f'CPU: {cpu_description()}, {os.cpu_count()} logical CPUs, {args.threads} threads; '
           f'{len(frames)} frames of {height}x{width} from {args.images}; fp32 label shares '
           f'{np.round(shares, 3).tolist()}\n')
     models = [args.fp32] + list(args.int8)

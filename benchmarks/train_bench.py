@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,22 +30,12 @@ from seg_perception.training.losses import build_loss  # noqa: E402
 from seg_perception.models import build_model  # noqa: E402
 from seg_perception.training.optimizer import build_optimizer  # noqa: E402
 from seg_perception.training.precision import resolve_amp  # noqa: E402
+from seg_perception.runtime.cpu_features import cpu_description  # noqa: E402
 
 
 def parse_size(text: str):
     height, _, width = text.lower().partition('x')
     return int(height), int(width)
-
-
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as stream:
-            for line in stream:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
 
 
 def time_steps(config, crop, amp_mode: str, batch: int, steps: int, warmup: int,
@@ -125,7 +114,7 @@ def main() -> int:
     batch = args.batch or config['train']['batch_size']
     channels_last = not args.no_channels_last
     load_before = os.getloadavg()
-    print(f'# {datetime.datetime.now().isoformat(timespec="minutes")} | {cpu_name()} | '
+    print(f'# {datetime.datetime.now().isoformat(timespec="minutes")} | {cpu_description()} | '
           f'{os.cpu_count()} logical CPUs, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads | load average before '
           f'{load_before[0]:.1f}')

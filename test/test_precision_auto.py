@@ -38,6 +38,16 @@ def test_int8_dot_product_instructions_are_read_from_cpuinfo(tmp_path, flags, ex
     assert cpu_features.cpu_model_name(str(cpuinfo)) == 'Some CPU'
 
 
+def test_the_benchmarks_machine_line_names_this_cpu(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_features.platform, 'processor', lambda: '')
+    monkeypatch.setattr(cpu_features.platform, 'machine', lambda: 'aarch64')
+    # no cpuinfo (not Linux): what the platform module says
+    assert cpu_features.cpu_description(str(tmp_path / 'missing')) == 'aarch64'
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nmodel name\t: Some CPU\n')
+    assert cpu_features.cpu_description(str(cpuinfo)) == 'Some CPU'
+
+
 def test_an_unreadable_cpuinfo_means_no_vnni(tmp_path):
     assert cpu_features.cpu_flags(str(tmp_path / 'missing')) == frozenset()
     assert cpu_features.cpu_model_name(str(tmp_path / 'missing')) == ''

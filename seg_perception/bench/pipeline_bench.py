@@ -25,6 +25,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from seg_perception.runtime.cpu_features import cpu_description
+
 STAGES = ('convert', 'infer', 'postprocess', 'total')
 NOTES_MARKER = '<!-- notes: kept when the benchmark rewrites this file -->'
 
@@ -175,13 +177,7 @@ def _peak_rss_mb() -> float:
 
 
 def machine() -> Dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as stream:
-            cpu = next((line.split(':', 1)[1].strip() for line in stream
-                        if line.startswith('model name')), cpu)
-    except OSError:
-        pass
+    cpu = cpu_description()
     memory = ''
     try:
         with open('/proc/meminfo') as stream:

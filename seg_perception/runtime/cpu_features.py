@@ -9,6 +9,7 @@ runs.
 from __future__ import annotations
 
 import functools
+import platform
 from typing import FrozenSet, Iterable, Optional, Tuple
 
 CPUINFO = '/proc/cpuinfo'
@@ -39,6 +40,12 @@ def cpu_flags(path: str = CPUINFO) -> FrozenSet[str]:
 def cpu_model_name(path: str = CPUINFO) -> str:
     """The CPU's model name, for benchmark results ('' where not known)."""
     return _first_value(('model name',), path) or ''
+
+
+def cpu_description(path: str = CPUINFO) -> str:
+    """This CPU in words, for a benchmark's machine line: its model name where Linux says
+    it, else what the platform module knows."""
+    return cpu_model_name(path) or platform.processor() or platform.machine() or 'unknown CPU'
 
 
 def int8_dot_product(flags: Optional[Iterable[str]] = None) -> Optional[str]:
