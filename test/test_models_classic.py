@@ -278,6 +278,25 @@ def test_pretrained_weights_errors_name_the_file(tmp_path):
 
 
 @pytest.mark.parametrize('name', ['vgg16', 'vgg16_bn'])
+def test_fcn_loads_a_local_torchvision_vgg_state_dict(name, tmp_path):
+    # Every conv (and BatchNorm) tensor by its torchvision name, fc6/fc7 reshaped into
+    # convolutions; the BatchNorm counters are in the file and loaded strictly.
+    import torchvision
+    source = getattr(torchvision.models, name)(weights=None)
+    with torch.no_grad():
+        source.features[0].weight.fill_(0.125)
+        source.classifier[0].weight.fill_(-0.25)
+        source.classifier[3].bias.fill_(0.5)
+    path = tmp_path / f'{name}.pth'
+    torch.save(source.state_dict(), path)
+    del source
+    model = build_model('fcn32s', 4, backbone=name, pretrained=str(path))
+    assert torch.all(model.backbone.all_features()[0].weight == 0.125)
+    assert model.head[0].weight.shape == (4096, 512, 7, 7)
+    assert torch.all(model.head[0].weight == -0.25) and torch.all(model.head[3].bias == 0.5)
+
+
+@pytest.mark.parametrize('name', ['vgg16', 'vgg16_bn'])
 def test_vgg_layers_use_torchvision_names_so_its_weights_load(name):
     import torchvision
     from seg_perception.models.classic_backbones import vgg16_features

@@ -19,8 +19,8 @@ from torch import nn
 
 from seg_perception.errors import InvalidValueError
 from seg_perception.models.pretrained import (PretrainedArg, PretrainedWeightsError,
-                                              load_classifier_weights, read_state_dict,
-                                              resolve_pretrained)
+                                              fit_state_dict, load_classifier_weights,
+                                              read_state_dict, resolve_pretrained)
 
 # VGG-16 (configuration "D"): channels of each 3×3 conv, 'M' = 2×2 max-pool.
 VGG16_LAYOUT: List[Union[int, str]] = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M',
@@ -60,20 +60,8 @@ def load_vgg16_weights(features: nn.Sequential, fc: nn.Sequential, path: str,
     reshaped into the convolutions of ``fc`` (its ``classifier.6`` 1000-class layer is
     not used)."""
     source = read_state_dict(path)
-    mapped: Dict[str, torch.Tensor] = {}
-    for key, tensor in features.state_dict().items():
-        name = 'features.' + key
-        if name not in source:
-            if key.endswith('num_batches_tracked'):
-                continue
-            raise PretrainedWeightsError(
-                f'{path} does not fit torchvision {network}: tensor {name!r} is missing')
-        if tuple(source[name].shape) != tuple(tensor.shape):
-            raise PretrainedWeightsError(
-                f'{path} does not fit torchvision {network}: {name!r} has shape '
-                f'{tuple(source[name].shape)}, expected {tuple(tensor.shape)}')
-        mapped[key] = source[name]
-    features.load_state_dict(mapped, strict=False)
+    fitted = fit_state_dict(source, features.state_dict(), path, network, prefix='features.')
+    features.load_state_dict(fitted, strict=True)
     fc_state = {}
     for src_index, dst_index in ((0, 0), (3, 3)):
         weight = source.get(f'classifier.{src_index}.weight')

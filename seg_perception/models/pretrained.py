@@ -166,23 +166,35 @@ def load_lite0_imagenet_weights(model: nn.Module, path: Optional[str] = None) ->
     return model
 
 
+def fit_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                   path: str, network: str, prefix: str = '') -> Dict[str, torch.Tensor]:
+    """The tensor of ``source`` (named ``prefix`` + key) for every key of ``target``; names
+    the first that is missing or has another shape. BatchNorm counters that ``source`` lacks
+    keep ``target``'s."""
+    fitted: Dict[str, torch.Tensor] = {}
+    for key, tensor in target.items():
+        name = prefix + key
+        if name not in source:
+            if key.endswith('num_batches_tracked'):
+                fitted[key] = tensor
+                continue
+            raise PretrainedWeightsError(
+                f'{path} does not fit torchvision {network}: tensor {name!r} is missing')
+        if tuple(source[name].shape) != tuple(tensor.shape):
+            raise PretrainedWeightsError(
+                f'{path} does not fit torchvision {network}: {name!r} has shape '
+                f'{tuple(source[name].shape)}, expected {tuple(tensor.shape)}')
+        fitted[key] = source[name]
+    return fitted
+
+
 def load_classifier_weights(model: nn.Module, path: str, network: str) -> None:
     """Load a torchvision classifier state dict into ``model``; name the first misfit."""
     source = read_state_dict(path)
     target = model.state_dict()
-    for key, tensor in target.items():
-        if key not in source:
-            if key.endswith('num_batches_tracked'):
-                source[key] = tensor
-                continue
-            raise PretrainedWeightsError(
-                f'{path} does not fit torchvision {network}: tensor {key!r} is missing')
-        if tuple(source[key].shape) != tuple(tensor.shape):
-            raise PretrainedWeightsError(
-                f'{path} does not fit torchvision {network}: {key!r} has shape '
-                f'{tuple(source[key].shape)}, expected {tuple(tensor.shape)}')
+    fitted = fit_state_dict(source, target, path, network)
     unexpected = [k for k in source if k not in target]
     if unexpected:
         raise PretrainedWeightsError(
             f'{path} does not fit torchvision {network}: unexpected tensor {unexpected[0]!r}')
-    model.load_state_dict(source, strict=True)
+    model.load_state_dict(fitted, strict=True)
