@@ -18,7 +18,7 @@ from typing import Dict, List
 
 from seg_perception.labels import CITYSCAPES
 from seg_perception.data.common import (LabelMapper, MissingDataError, SegmentationDataset,
-                                        list_images, require_dir)
+                                        list_images, pair_or_fail, require_dir)
 
 IMAGE_SUFFIX = '_leftImg8bit.png'
 LABEL_IDS_SUFFIX = '_gtFine_labelIds.png'
@@ -62,24 +62,16 @@ class CityscapesDataset(SegmentationDataset):
         if not images:
             raise MissingDataError(f'Cityscapes {self.split}: no *{IMAGE_SUFFIX} images in '
                                    f'{image_dir}/<city>/')
-        samples, missing = [], []
-        for image in images:
+
+        def label_for(image: Path) -> Path:
+            # trainIds where cityscapesscripts made them, else the official labelIds
             city = image.parent.relative_to(image_dir)
             stem = image.name[:-len(IMAGE_SUFFIX)]
             train_ids = label_dir / city / (stem + TRAIN_IDS_SUFFIX)
-            label_ids = label_dir / city / (stem + LABEL_IDS_SUFFIX)
-            if train_ids.is_file():
-                samples.append((str(image), str(train_ids)))
-            elif label_ids.is_file():
-                samples.append((str(image), str(label_ids)))
-            else:
-                missing.append((image, label_ids))
-        if missing:
-            image, label = missing[0]
-            raise MissingDataError(
-                f'Cityscapes {self.split}: image {image} has no label (expected {label}); '
-                f'{len(missing)} of {len(images)} images have no label')
-        return samples
+            return train_ids if train_ids.is_file() else \
+                label_dir / city / (stem + LABEL_IDS_SUFFIX)
+
+        return pair_or_fail(images, label_for, image_dir, f'Cityscapes {self.split}')
 
     def mapper_for(self, label_path: str) -> LabelMapper:
         if Path(label_path).name.endswith(TRAIN_IDS_SUFFIX):
