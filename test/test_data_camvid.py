@@ -57,6 +57,13 @@ def test_list_file_errors_name_the_line(tmp_path):
     (tmp_path / 'val.txt').write_text('val/a.png\n')
     with pytest.raises(ValueError, match=r'val.txt:1: expected "image label"'):
         CamVidDataset(tmp_path, 'val')
+    # comments and blank lines are skipped, and still counted in the line numbers
+    (tmp_path / 'val.txt').write_text('# image label\n\nval/gone.png valannot/a.png\n')
+    with pytest.raises(MissingDataError, match=r'val.txt:3: image .*gone.png not found'):
+        CamVidDataset(tmp_path, 'val')
+    (tmp_path / 'val.txt').write_text('# nothing listed yet\n')
+    with pytest.raises(MissingDataError, match=r'CamVid val: .*val.txt lists no images'):
+        CamVidDataset(tmp_path, 'val')
 
 
 def test_label_value_12_is_an_error(tmp_path):

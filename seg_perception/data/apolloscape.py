@@ -33,7 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from seg_perception.errors import InvalidValueError
 from seg_perception.labels import CITYSCAPES
 from seg_perception.data.common import (LabelMapper, MissingDataError, SegmentationDataset,
-                                        list_images, pair_or_fail)
+                                        list_images, pair_or_fail, read_list_file)
 
 # (ApolloScape class name, ApolloScape id, Cityscapes trainId or None = ignore).
 # Ids from the ApolloScape scene parsing class list (apolloscape.auto, and the label
@@ -166,24 +166,11 @@ class ApolloScapeDataset(SegmentationDataset):
         return chosen
 
     def _from_list(self, list_file: Path) -> List:
-        samples = []
-        for number, line in enumerate(list_file.read_text().splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith('#'):
-                continue
-            try:
-                image, label = _parse_list_line(line)
-            except ValueError as exc:
-                raise InvalidValueError(f'{list_file}:{number}: {exc}') from None
-            image_path, label_path = self.root / image, self.root / label
-            if not image_path.is_file():
-                raise MissingDataError(f'{list_file}:{number}: image {image_path} not found')
-            if not label_path.is_file():
-                raise MissingDataError(f'{list_file}:{number}: image {image_path} has no '
-                                       f'label (expected {label_path})')
-            samples.append((str(image_path), str(label_path)))
-        if not samples:
-            raise MissingDataError(f'ApolloScape {self.split}: {list_file} lists no images')
-        return samples
+        def parse(line: str) -> Tuple[Path, Path]:
+            image, label = _parse_list_line(line)
+            return self.root / image, self.root / label
+
+        return read_list_file(list_file, parse, f'ApolloScape {self.split}')
 
     def mapper_for(self, label_path: str) -> LabelMapper:
         return self._mapper

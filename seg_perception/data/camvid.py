@@ -15,12 +15,11 @@ CamVid is for research and non-commercial use: never copy its files into this pr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
-from seg_perception.errors import InvalidValueError
 from seg_perception.labels import CAMVID
-from seg_perception.data.common import (LabelMapper, MissingDataError, SegmentationDataset,
-                                        list_images, pair_or_fail, require_dir)
+from seg_perception.data.common import (LabelMapper, SegmentationDataset, list_images,
+                                        pair_or_fail, read_list_file, require_dir)
 
 
 class CamVidDataset(SegmentationDataset):
@@ -55,24 +54,13 @@ class CamVidDataset(SegmentationDataset):
         return self.root.joinpath(*path.parts[-2:])  # /SegNet/CamVid/train/x.png
 
     def _from_list(self, list_file: Path) -> List:
-        samples = []
-        for number, line in enumerate(list_file.read_text().splitlines(), 1):
+        def parse(line: str) -> Tuple[Path, Path]:
             parts = line.split()
-            if not parts or parts[0].startswith('#'):
-                continue
             if len(parts) != 2:
-                raise InvalidValueError(f'{list_file}:{number}: expected "image label", got '
-                                        f'{line.strip()!r}')
-            image, label = self._resolve(parts[0]), self._resolve(parts[1])
-            if not image.is_file():
-                raise MissingDataError(f'{list_file}:{number}: image {image} not found')
-            if not label.is_file():
-                raise MissingDataError(f'{list_file}:{number}: image {image} has no label '
-                                       f'(expected {label})')
-            samples.append((str(image), str(label)))
-        if not samples:
-            raise MissingDataError(f'CamVid {self.split}: {list_file} lists no images')
-        return samples
+                raise ValueError(f'expected "image label", got {line.strip()!r}')
+            return self._resolve(parts[0]), self._resolve(parts[1])
+
+        return read_list_file(list_file, parse, f'CamVid {self.split}')
 
     def mapper_for(self, label_path: str) -> LabelMapper:
         return self._mapper

@@ -79,6 +79,30 @@ def list_images(folder: Path, recursive: bool = False,
     return sorted(p for p in found if p.is_file())
 
 
+def read_list_file(list_file: Path, parse: Callable[[str], Tuple[Path, Path]],
+                   what: str) -> List[Sample]:
+    """The samples of a list file, one image and its label a line (blank lines and # comments
+    skipped). ``parse`` turns a line into the two paths, raising ValueError for a line that
+    is not one; every error names the file and line."""
+    samples = []
+    for number, line in enumerate(list_file.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith('#'):
+            continue
+        where = f'{list_file}:{number}'
+        try:
+            image, label = parse(line)
+        except ValueError as exc:
+            raise InvalidValueError(f'{where}: {exc}') from None
+        if not image.is_file():
+            raise MissingDataError(f'{where}: image {image} not found')
+        if not label.is_file():
+            raise MissingDataError(f'{where}: image {image} has no label (expected {label})')
+        samples.append((str(image), str(label)))
+    if not samples:
+        raise MissingDataError(f'{what}: {list_file} lists no images')
+    return samples
+
+
 def pair_or_fail(images: Sequence[Path], label_for: Callable[[Path], Path],
                  root: Path, what: str) -> List[Sample]:
     """Pair each image with ``label_for(image)``; raise naming the first image without one."""
