@@ -4,7 +4,6 @@ import argparse
 import json
 import logging
 import shutil
-import types
 
 import cv2
 import numpy as np
@@ -154,17 +153,17 @@ def test_auto_is_the_default_of_the_node_and_the_commands():
 
 
 def test_the_node_reports_the_precision_and_why_and_the_file_that_runs():
-    from conftest import require_ros
-    require_ros()
-    from seg_perception.ros.node import SegmentationNode
-    node = types.SimpleNamespace(config=types.SimpleNamespace(model_path=''))
-    values = SegmentationNode._backend_values(node, {
+    from seg_perception.ros.diagnostics import backend_values
+    values = backend_values({
         'name': 'onnxruntime', 'precision': 'int8', 'device': 'cpu',
         'model': '/x/default_model.cpu.int8.onnx',
-        'precision_reason': 'auto: AVX512-VNNI, default_model.cpu.int8.onnx'})
+        'precision_reason': 'auto: AVX512-VNNI, default_model.cpu.int8.onnx'}, '/x/m.onnx')
     assert values == {'backend': 'onnxruntime', 'device': 'cpu', 'precision': 'int8',
                       'precision_reason': 'auto: AVX512-VNNI, default_model.cpu.int8.onnx',
                       'model': '/x/default_model.cpu.int8.onnx'}
+    # a backend that does not say its file (or device): the model the node was given
+    values = backend_values({'name': 'pytorch', 'precision': 'fp32', 'device': ''}, '/x/m.pt')
+    assert values == {'backend': 'pytorch', 'precision': 'fp32', 'model': '/x/m.pt'}
 
 
 # -- what an evaluation records --------------------------------------------------------

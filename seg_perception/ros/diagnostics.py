@@ -167,6 +167,19 @@ def camera_health(problems: List[Tuple[int, str]], received: int) -> Tuple[int, 
     return max(level for level, _ in problems), '; '.join(text for _, text in problems)
 
 
+def backend_values(described: dict, model_path: str) -> Dict[str, str]:
+    """Backend name, precision (and why), device and the model file that runs, from a
+    pipeline's describe(), for the node's logs and its diagnostics."""
+    # 'auto' may run another file than the model named (its INT8 form): say which.
+    values = {'backend': str(described['name']), 'precision': str(described['precision']),
+              'model': str(described.get('model') or model_path)}
+    if described.get('precision_reason'):
+        values['precision_reason'] = str(described['precision_reason'])
+    if described['device']:
+        values['device'] = str(described['device'])
+    return values
+
+
 def key_values(snapshot: dict, extra: Optional[Dict[str, str]] = None) -> List[Tuple[str, str]]:
     """(key, value) strings for a DiagnosticStatus, dropped frames listed per reason."""
     def fmt(value):

@@ -38,7 +38,7 @@ from vision_msgs.msg import LabelInfo, VisionClass
 from seg_perception.errors import InvalidValueError, SegPerceptionError
 from seg_perception.ros import conversions, model_swap, node_diagnostics, outputs, params
 from seg_perception.ros.camera_health import CameraHealth
-from seg_perception.ros.diagnostics import CameraStats
+from seg_perception.ros.diagnostics import CameraStats, backend_values
 from seg_perception.ros.frame_slots import Frame, FrameSlots, stamp_to_ns
 from seg_perception.ros.ground_node import GroundPublishers
 from seg_perception.ros.node_config import NodeConfig, QosConfig
@@ -107,7 +107,7 @@ class SegmentationNode(Node):
             raise StartupError(f'cannot use model {self.config.model_path}: {exc}') from None
         info = self.pipeline.info
         described = self.pipeline.describe()
-        self.backend_values = self._backend_values(described)
+        self.backend_values = backend_values(described, self.config.model_path)
         # The pipeline resolved (and checked) drivable_classes while loading.
         self._declare_class_map(info, described['drivable_ids'])
         self._warn_all_ego()
@@ -384,7 +384,7 @@ class SegmentationNode(Node):
         self.config = config
         self._update_class_map(info, described['drivable_ids'])
         self._publish_label_info(info)
-        self.backend_values = self._backend_values(described)
+        self.backend_values = backend_values(described, self.config.model_path)
         if getattr(self, 'updater', None) is not None:
             self.updater.setHardwareID(self.backend_values.get('device', 'none'))
         self.get_logger().info(f'model swap: swapped to {config.model_path} '
@@ -432,17 +432,6 @@ class SegmentationNode(Node):
         if rclpy.ok():      # after Ctrl-C publishers fail by design: stay quiet
             self.get_logger().error(f'inference worker: {type(exc).__name__}: {exc}',
                                     throttle_duration_sec=5.0)
-
-    def _backend_values(self, described: dict) -> dict:
-        """Backend name, precision, device and model (from describe()), for logs and diagnostics."""
-        # 'auto' may run another file than the model named (its INT8 form): say which.
-        values = {'backend': str(described['name']), 'precision': str(described['precision']),
-                  'model': str(described.get('model') or self.config.model_path)}
-        if described.get('precision_reason'):
-            values['precision_reason'] = str(described['precision_reason'])
-        if described['device']:
-            values['device'] = str(described['device'])
-        return values
 
     def destroy_node(self):
         if self.worker is not None:
