@@ -100,3 +100,9 @@ class NodeConfig:
                     want_confidence=self.publish_confidence, want_color=self.publish_color,
                     threads=self.threads or None,
                     engine_cache_dir=self.engine_cache_dir or None)
+
+
+def create_pipeline(config: NodeConfig):
+    """The inference pipeline for ``config`` (imported late: it loads the backends)."""
+    from seg_perception.runtime.pipeline import SegmentationPipeline
+    return SegmentationPipeline(**config.pipeline_kwargs())
