@@ -47,6 +47,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 import node_bench_stats as stats
 from seg_perception.ros import conversions
+from seg_perception.ros.background_spin import BackgroundSpin
 from seg_perception.ros.node import SegmentationNode
 from seg_perception.ros.worker import SUPERSEDED
 
@@ -160,12 +161,11 @@ class Bench:
         for kind in ('labels', 'drivable_mask'):
             self.client.create_subscription(Image, f'/camera/segmentation/{kind}',
                                             lambda m: self.received.append(1), 10)
-        self.executors = []
+        self.spinners = []
         for node in (self.node, self.client):
             executor = SingleThreadedExecutor(context=self.context)
             executor.add_node(node)
-            threading.Thread(target=executor.spin, daemon=True).start()
-            self.executors.append(executor)
+            self.spinners.append(BackgroundSpin(executor))
         time.sleep(1.0)                      # discovery
 
     def send(self):
@@ -173,8 +173,8 @@ class Bench:
         self.publisher.publish(self.msg)
 
     def close(self):
-        for executor in self.executors:
-            executor.shutdown(timeout_sec=2.0)
+        for spinner in self.spinners:
+            spinner.stop()
         self.node.destroy_node()
         self.client.destroy_node()
         rclpy.try_shutdown(context=self.context)

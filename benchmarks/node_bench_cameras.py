@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import rclpy
@@ -23,6 +22,7 @@ from sensor_msgs.msg import Image
 import node_bench_stats as stats
 from node_bench import decode_ms, make_message
 from seg_perception.bench.pipeline_bench import machine, run_config
+from seg_perception.ros.background_spin import BackgroundSpin
 from seg_perception.model_info import resolve_model_path
 
 CAMERAS_XML = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 'config',
@@ -123,7 +123,7 @@ def run_cameras(args, count, encoding):
                                    lambda msg, name=name: received(name, msg), qos)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(client)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = BackgroundSpin(executor)
     try:
         deadline = time.monotonic() + args.startup_timeout
         while any(client.count_publishers(f'/{name}/segmentation/labels') == 0
@@ -152,7 +152,7 @@ def run_cameras(args, count, encoding):
             node.communicate(timeout=15)
         except subprocess.TimeoutExpired:
             node.kill()
-        executor.shutdown(timeout_sec=2.0)
+        spinner.stop()
         client.destroy_node()
         rclpy.try_shutdown(context=context)
         log.close()

@@ -2,7 +2,6 @@
 
 rclpy is imported inside RosClient only, so importing this module needs no ROS.
 """
-import threading
 import time
 
 import cv2
@@ -133,19 +132,13 @@ class RosClient:
     def __init__(self, domain_id):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
+        from seg_perception.ros.background_spin import BackgroundSpin
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node('live_test_client', context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # noqa: BLE001 - the context goes away in close()
-            pass
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(self.node)
+        self.spinner = BackgroundSpin(executor)
 
     @staticmethod
     def _type(name):
@@ -187,7 +180,6 @@ class RosClient:
 
     def close(self):
         import rclpy
-        self.executor.shutdown(timeout_sec=2.0)
+        self.spinner.stop()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self.thread.join(5.0)
