@@ -21,8 +21,8 @@ CAMVID_CLASSES = ['sky', 'building', 'pole', 'road', 'pavement', 'tree', 'sign_s
                   'fence', 'car', 'pedestrian', 'bicyclist']
 # Measured with the shipped model (benchmarks/DEFAULT_MODEL.md); a small margin for other
 # ONNX Runtime / OpenCV versions, which round resizes and JPEG decoding differently.
-DRIVABLE_IOU_MEASURED = 0.735
-INT8_DRIVABLE_IOU_MEASURED = 0.732
+DRIVABLE_IOU_MEASURED = 0.714
+INT8_DRIVABLE_IOU_MEASURED = 0.705
 
 
 def default_model():
