@@ -222,7 +222,12 @@ def test_the_default_model_against_its_int8_file_on_the_sample_bag(tmp_path, cap
     assert not comparison['same_run'] and 0.0 < comparison['label_disagreement'] < 0.1
     assert set(comparison['per_class_iou_delta']) == {'drivable', 'not drivable'}
     assert all(abs(delta) < 0.03 for delta in comparison['per_class_iou_delta'].values())
-    capsys.readouterr()
+    # the sample bag's masks mark each frame's bonnet 128: the pooled scores say they skip it
+    for pooled in metrics['per_model']:
+        assert 0.2 < pooled['metrics']['not_scored']['fraction'] < 0.35
+    printed = capsys.readouterr().out
+    assert printed.count('(not scored: 26.') == 2, printed
+    assert 'These scores leave out 26.' in (tmp_path / 'ab' / 'report.md').read_text()
     assert cli.main(common + ['--output', str(tmp_path / 'auto')]) == 0
     comparison = json.loads((tmp_path / 'auto' / 'metrics.json').read_text())['comparison']
     vnni = int8_dot_product() is not None

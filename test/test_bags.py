@@ -187,6 +187,9 @@ def test_label_topic_matches_by_stamp_in_either_order(tmp_path):
     truth = summary['ground_truth']
     assert truth['kind'] == 'classes' and truth['frames_scored'] == 4
     assert truth['labels_matched'] == 4 and truth['labels_unmatched'] == 1
+    assert truth['not_scored'] == {'pixels': 0, 'labelled': 4 * 48 * 64, 'fraction': 0.0,
+                                   'rule': 'label value 255 (the ignore id)'}   # test model's
+    assert 'leaves out' not in (tmp_path / 'out' / 'report.md').read_text()
     assert list(summary['cameras']) == ['cam']      # the label topic is not a camera
     assert summary['num_images'] == 4
     assert 0.2 < summary['miou'] < 1.0              # three perfect frames, one wrong
@@ -199,7 +202,8 @@ def test_label_topic_matches_by_stamp_in_either_order(tmp_path):
     assert metrics['cameras']['cam']['metrics']['num_images'] == 4
 
 
-def test_drivable_ground_truth_scores_the_drivable_mask(tmp_path):
+def _drivable_labelled_bag(tmp_path):
+    """Two frames whose drivable masks are exact but mark the top 5 rows 128 (a bonnet)."""
     store = bh.typestore()
     messages = []
     for index in range(2):
@@ -211,12 +215,33 @@ def test_drivable_ground_truth_scores_the_drivable_mask(tmp_path):
         messages.append(('/cam/image_raw', bh.image_msg(store, picture, stamp), stamp))
         messages.append(('/cam/ground_truth/drivable_mask', bh.image_msg(store, mask, stamp,
                                                                          'mono8'), stamp))
-    bag = bh.write_rosbag2(tmp_path / 'in', messages)
+    return bh.write_rosbag2(tmp_path / 'in', messages)
+
+
+def test_drivable_ground_truth_scores_the_drivable_mask(tmp_path):
+    bag = _drivable_labelled_bag(tmp_path)
     summary = evaluate(bag, tmp_path / 'out', label_topics=['/cam/ground_truth/drivable_mask'])
     assert summary['ground_truth']['kind'] == 'drivable'    # auto, from the topic name
     assert summary['class_names'] == ['not drivable', 'drivable']
     assert summary['drivable_iou'] == pytest.approx(1.0)
     assert summary['num_pixels'] == 2 * (48 - 5) * 64
+
+
+def test_pixels_the_labels_leave_out_are_said_beside_the_scores(tmp_path, capsys):
+    """A score that skips pixels (a bonnet marked 128) says how many, wherever it is shown:
+    metrics.json, the report and the printed line."""
+    bag = _drivable_labelled_bag(tmp_path)
+    assert _cli_bag_eval(bag, tmp_path / 'out', '--label-topic',
+                         '/cam/ground_truth/drivable_mask') == 0
+    said = '10.4% of the labelled pixels (label values other than 0 and 255)'
+    printed = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith('ground truth (drivable)')]
+    assert len(printed) == 1 and printed[0].endswith(f'; not scored: {said}'), printed
+    metrics = json.loads((tmp_path / 'out' / 'metrics.json').read_text())
+    assert metrics['ground_truth']['not_scored'] == {
+        'pixels': 2 * 5 * 64, 'labelled': 2 * 48 * 64, 'fraction': round(5 / 48, 6),
+        'rule': 'label values other than 0 and 255'}
+    assert f'Every score below leaves out {said}' in (tmp_path / 'out' / 'report.md').read_text()
 
 
 def _labels_folder(tmp_path, count, name):

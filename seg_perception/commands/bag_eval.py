@@ -22,6 +22,7 @@ from seg_perception.commands import _args
 from seg_perception.replay import ground_truth
 from seg_perception.replay.bag_eval import RunStopped, evaluate_bag
 from seg_perception.replay.bag_io import STORAGES
+from seg_perception.replay.report_pages import not_scored_text
 from seg_perception.signals import StopSignals
 
 
@@ -155,6 +156,8 @@ def print_fleet_summary(summary: Dict) -> None:
         metrics = pooled['metrics'] or {}
         accuracy = (f', mIoU {100 * metrics["miou"]:.2f}%' if metrics.get('miou') is not None
                     else '')
+        if accuracy and not_scored_text(metrics):
+            accuracy += f' (not scored: {not_scored_text(metrics)})'
         print(f'{model}: {pooled["frames"]} frames{accuracy}{_ran(pooled["inference"])}')
         for name, camera in pooled['cameras'].items():
             print(f'  {name}: real time {camera["verdict"]}')
@@ -205,8 +208,10 @@ def print_summary(summary: Dict) -> None:
     if summary.get('ground_truth'):
         def pct(value):
             return 'n/a' if value is None else f'{100 * value:.2f}%'
+        left_out = not_scored_text(summary['ground_truth'])
         print(f'ground truth ({summary["ground_truth"]["kind"]}): {summary["num_images"]} frames, '
-              f'mIoU {pct(summary["miou"])}, drivable IoU {pct(summary["drivable_iou"])}')
+              f'mIoU {pct(summary["miou"])}, drivable IoU {pct(summary["drivable_iou"])}'
+              + (f'; not scored: {left_out}' if left_out else ''))
     print(f'output bag: {summary["output_bag"]}')
     print(f'report: {os.path.join(summary["output_dir"], "report.html")} (and report.md, '
           'metrics.json)')

@@ -94,8 +94,21 @@ def _pooled_metrics(summaries: Sequence[Dict]) -> Optional[Dict]:
     metrics.update(kind=first['ground_truth']['kind'], bags=len(labelled),
                    num_images=int(sum(s['num_images'] for s in labelled)),
                    class_names=list(first['class_names']),
-                   confusion_matrix=matrix.tolist())
+                   confusion_matrix=matrix.tolist(),
+                   not_scored=_not_scored(s['ground_truth'] for s in labelled))
     return metrics
+
+
+def _not_scored(truths) -> Optional[Dict]:
+    """The bags' labelled pixels left out of the scores, summed (None from older results)."""
+    parts = [t.get('not_scored') for t in truths]
+    if not parts or any(p is None for p in parts):
+        return None
+    pixels = sum(p['pixels'] for p in parts)
+    labelled = sum(p['labelled'] for p in parts)
+    return {'pixels': pixels, 'labelled': labelled,
+            'fraction': round(pixels / labelled, 6) if labelled else 0.0,
+            'rule': parts[0]['rule']}
 
 
 def _cameras(summaries: Sequence[Dict], samples: Sequence[Dict]) -> Dict[str, Dict]:

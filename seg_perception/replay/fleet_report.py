@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from seg_perception.replay.report import OVERLAY_DIR
-from seg_perception.replay.report_pages import (STAGE_NOTES, _ms, _num, _pct, render_html,
-                                                render_markdown)
+from seg_perception.replay.report_pages import (STAGE_NOTES, _ms, _num, _pct, not_scored_text,
+                                                render_html, render_markdown)
 
 AB_DIR = 'overlays_ab'
 
@@ -69,6 +69,10 @@ def _model_blocks(title: str, pooled: Dict) -> List[tuple]:
                          'confusion matrices summed): mIoU '
                          f'{_pct(metrics["miou"])} %, drivable IoU '
                          f'{_pct(metrics["drivable_iou"])} %.'))
+        left_out = not_scored_text(metrics)
+        if left_out:
+            out.append(('warn', f'These scores leave out {left_out}; what the model labels '
+                                'there is not scored.'))
         out.append(('table', ('class', 'IoU (%)'),
                     [(n, _pct(v)) for n, v in (metrics.get('per_class_iou') or {}).items()]))
     elif metrics:

@@ -70,6 +70,9 @@ class Scorer:
         self.total = ConfusionMatrix(self.num_classes, self.ignore_index)
         self.per_camera: Dict[str, ConfusionMatrix] = {}
         self.frames: Dict[str, int] = {}
+        # Label pixels the scores leave out (e.g. a bonnet the labels mark 128): said beside
+        # every score, since an IoU that skips a region the model labels is not its IoU.
+        self.pixels_labelled = self.pixels_not_scored = 0
 
     def prediction(self, result) -> np.ndarray:
         """What is scored of a SegResult: class ids, or the drivable mask as 0/1."""
@@ -98,6 +101,18 @@ class Scorer:
             raise BagError(f'{where}: {exc}') from None
         self.total.update(prediction, target)
         self.frames[camera] = self.frames.get(camera, 0) + 1
+        self.pixels_labelled += target.size
+        if self.ignore_index is not None:
+            self.pixels_not_scored += int(np.count_nonzero(target == self.ignore_index))
+
+    def not_scored(self) -> Dict:
+        """The labelled pixels left out of every score, and which label values those are."""
+        rule = ('label values other than 0 and 255' if self.kind == 'drivable'
+                else f'label value {self.ignore_index} (the ignore id)')
+        fraction = (self.pixels_not_scored / self.pixels_labelled
+                    if self.pixels_labelled else 0.0)
+        return {'pixels': self.pixels_not_scored, 'labelled': self.pixels_labelled,
+                'fraction': round(fraction, 6), 'rule': rule}
 
     def _ego_as_miss(self, prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Class ids with ego pixels (EGO_ID, no class) scored as a miss, not left out.

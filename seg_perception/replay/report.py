@@ -130,7 +130,8 @@ def build_summary(run, *, model: str, bag: str, error, seconds: float) -> Dict:
     truth = None
     if run.scorer is not None:
         truth = dict(source=run.truth_source, kind=run.scorer.kind,
-                     frames_scored=sum(run.scorer.frames.values()), **run.truth.finish())
+                     frames_scored=sum(run.scorer.frames.values()),
+                     not_scored=run.scorer.not_scored(), **run.truth.finish())
     description = run.pipeline.describe()
     return {
         'num_images': sum(run.scorer.frames.values()) if run.scorer else 0,

@@ -154,11 +154,23 @@ def _ground_blocks(ground: Dict) -> List[tuple]:
     return out
 
 
+def not_scored_text(truth) -> str:
+    """'12.3% of the labelled pixels (label values ...)', or '' when every pixel was scored."""
+    left_out = (truth or {}).get('not_scored') or {}
+    if not left_out.get('pixels'):
+        return ''
+    return f'{100 * left_out["fraction"]:.1f}% of the labelled pixels ({left_out["rule"]})'
+
+
 def _truth_blocks(result, truth, cameras, pictures) -> List[tuple]:
     out: List[tuple] = [('h2', 'Accuracy against ground truth (%)')]
     out.append(('p', f'{truth["kind"]} labels from {truth["source"]}: '
                      f'{truth["frames_scored"]} frames scored, {truth["labels_matched"]} labels '
                      f'matched, {truth["labels_unmatched"]} labels without a frame.'))
+    left_out = not_scored_text(truth)
+    if left_out:
+        out.append(('warn', f'Every score below leaves out {left_out}; what the model '
+                            'labels there is not scored.'))
     out.append(('table', ('metric', 'value'), [
         ('mIoU', _pct(result.get('miou'))), ('drivable-area IoU', _pct(result.get('drivable_iou'))),
         ('pixel accuracy', _pct(result.get('pixel_accuracy'))),
