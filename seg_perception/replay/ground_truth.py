@@ -107,8 +107,12 @@ class Scorer:
 
     def not_scored(self) -> Dict:
         """The labelled pixels left out of every score, and which label values those are."""
-        rule = ('label values other than 0 and 255' if self.kind == 'drivable'
-                else f'label value {self.ignore_index} (the ignore id)')
+        if self.kind == 'drivable':
+            rule = 'label values other than 0 and 255'
+        elif self.ignore_index is None:
+            rule = 'none: the model has no ignore id'
+        else:
+            rule = f'label value {self.ignore_index} (the ignore id)'
         fraction = (self.pixels_not_scored / self.pixels_labelled
                     if self.pixels_labelled else 0.0)
         return {'pixels': self.pixels_not_scored, 'labelled': self.pixels_labelled,
