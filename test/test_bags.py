@@ -633,3 +633,20 @@ def test_a_stop_signal_closes_the_bag_and_writes_the_partial_report(tmp_path, si
     assert sum(len(written.get(f'/{c}/segmentation/labels', ()))
                for c in ('cam_front', 'cam_rear')) == metrics['frames']
     assert 'PARTIAL' in (out / 'report.md').read_text()
+
+
+def test_not_scored_names_its_rule_for_each_kind_of_label():
+    from types import SimpleNamespace
+    from seg_perception.replay.ground_truth import Scorer
+    info = SimpleNamespace(class_names=['road', 'sky'], drivable_ids=[0], num_classes=2,
+                           ignore_index=None)
+    scorer = Scorer('classes', info)
+    scorer.update('cam', np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), 'frame 0')
+    assert scorer.not_scored() == {'pixels': 0, 'labelled': 16, 'fraction': 0.0,
+                                   'rule': 'none: the model has no ignore id'}
+    scorer = Scorer('classes', SimpleNamespace(**{**vars(info), 'ignore_index': 2}))
+    label = np.ones((4, 4), np.uint8)
+    label[0] = 2
+    scorer.update('cam', np.zeros((4, 4), np.uint8), label, 'frame 0')
+    assert scorer.not_scored() == {'pixels': 4, 'labelled': 16, 'fraction': 0.25,
+                                   'rule': 'label value 2 (the ignore id)'}
