@@ -364,3 +364,19 @@ def test_a_stop_signal_keeps_the_finished_bags_and_resume_runs_the_rest(tmp_path
     assert (resumed['bags_ok'], resumed['not_run'], resumed['per_model'][0]['frames']) == \
         (4, [], 8)
     assert stamps == {n: (out / 'results' / f'{n}.json').stat().st_mtime_ns for n in kept}
+
+
+def test_pooled_scores_sum_the_pixels_each_bag_left_out():
+    """Bags kept from a run before not_scored existed pool to None, not to a wrong share."""
+    from seg_perception.replay.aggregate import _pooled_metrics
+
+    def summary(not_scored):
+        truth = {'kind': 'drivable', **({'not_scored': not_scored} if not_scored else {})}
+        return {'ground_truth': truth, 'confusion_matrix': [[5, 1], [1, 3]], 'num_images': 1,
+                'class_names': ['not drivable', 'drivable'], 'drivable_ids': [1]}
+    rule = 'label values other than 0 and 255'
+    a = {'pixels': 10, 'labelled': 100, 'fraction': 0.1, 'rule': rule}
+    b = {'pixels': 30, 'labelled': 100, 'fraction': 0.3, 'rule': rule}
+    assert _pooled_metrics([summary(a), summary(b)])['not_scored'] == {
+        'pixels': 40, 'labelled': 200, 'fraction': 0.2, 'rule': rule}
+    assert _pooled_metrics([summary(a), summary(None)])['not_scored'] is None

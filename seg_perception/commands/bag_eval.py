@@ -156,8 +156,9 @@ def print_fleet_summary(summary: Dict) -> None:
         metrics = pooled['metrics'] or {}
         accuracy = (f', mIoU {100 * metrics["miou"]:.2f}%' if metrics.get('miou') is not None
                     else '')
-        if accuracy and not_scored_text(metrics):
-            accuracy += f' (not scored: {not_scored_text(metrics)})'
+        left_out = not_scored_text(metrics)
+        if accuracy and left_out:
+            accuracy += f' (not scored: {left_out})'
         print(f'{model}: {pooled["frames"]} frames{accuracy}{_ran(pooled["inference"])}')
         for name, camera in pooled['cameras'].items():
             print(f'  {name}: real time {camera["verdict"]}')
